@@ -1,0 +1,1 @@
+"""hyperfrac package."""
