@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from reprokit.results import ResultsError, load_reported, load_results, render_readme, write_results
+
+REPORTED = """
+paper: "Toy"
+arxiv: "0000.00001"
+version: "v2"
+tables:
+  - id: "Table 1"
+    title: "Main"
+    columns: [FID, IS]
+    rows:
+      - {label: dense, values: {FID: 10.5, IS: 100.0}}
+      - {label: moe, values: {FID: 9.25}}
+    version: "v1"
+    flags: [unverified]
+"""
+
+
+def _write(tmp_path, status="reproduced"):
+    write_results(tmp_path / "results" / "small" / "results.json", paper="toy", scale="small",
+                  arms={"dense": {"fid": 3.0}, "moe": {"fid": 2.5}},
+                  tables={"main": {"columns": ["arm", "FID"], "rows": [["dense", 3.0], ["moe", 2.5]],
+                                   "caption": "ours"}},
+                  claims=[{"id": "c1", "claim": "moe beats dense", "status": status,
+                           "evidence": "2.5 vs 3.0", "paper_ref": "Table 1"}],
+                  protocol={"steps": 10}, config={"a": 1}, seeds=[0], wall_time_s=1.23)
+
+
+def test_write_and_load(tmp_path):
+    _write(tmp_path)
+    res = load_results(tmp_path / "results" / "small" / "results.json")
+    assert res["arms"]["moe"]["fid"] == 2.5
+    assert res["environment"]["packages"]["torch"]
+    assert res["wall_time_s"] == 1.2
+
+
+def test_bad_claim_status_rejected(tmp_path):
+    with pytest.raises(ResultsError, match="status"):
+        _write(tmp_path, status="kind of")
+    assert not (tmp_path / "results" / "small" / "results.json").exists()
+
+
+def test_reported_reader(tmp_path):
+    (tmp_path / "reported.yaml").write_text(REPORTED)
+    rep = load_reported(tmp_path / "reported.yaml")
+    t = rep["tables"][0]
+    assert t["version"] == "v1" and t["flags"] == ["unverified"]
+    (tmp_path / "reported.yaml").write_text(REPORTED.replace("IS: 100.0", "ISX: 100.0"))
+    with pytest.raises(ResultsError, match="ISX"):
+        load_reported(tmp_path / "reported.yaml")
+
+
+def test_render_readme_roundtrip(tmp_path):
+    (tmp_path / "reported.yaml").write_text(REPORTED)
+    _write(tmp_path)
+    (tmp_path / "results" / "bench.json").write_text(json.dumps(
+        {"command": "toy bench", "cases": {"d=64": [{"name": "ours", "median_ms": 1.0, "ratio": 1.0}]}}))
+    (tmp_path / "README.md").write_text(
+        "# Toy\n\n<!-- BEGIN reported:Table 1 -->\nstale\n<!-- END reported:Table 1 -->\n\n"
+        "<!-- BEGIN results:small/main -->\n<!-- END results:small/main -->\n"
+        "<!-- BEGIN claims:small -->\n<!-- END claims:small -->\n<!-- BEGIN bench -->\n<!-- END bench -->\n")
+    out = render_readme(tmp_path, write=True)
+    assert "stale" not in out
+    assert "| dense | 10.50 | 100.0 |" in out and "| moe | 9.25 | – |" in out
+    assert "unverified" in out and "0000.00001v1" in out
+    assert "| moe | 2.50 |" in out and "**reproduced**" in out and "toy bench" in out
+    assert render_readme(tmp_path) == out  # idempotent
+
+
+def test_unbalanced_or_unknown_markers(tmp_path):
+    (tmp_path / "README.md").write_text("<!-- BEGIN claims:small -->\nx\n")
+    with pytest.raises(ResultsError, match="unbalanced"):
+        render_readme(tmp_path)
+    (tmp_path / "README.md").write_text("<!-- BEGIN foo:x -->\n<!-- END foo:x -->\n")
+    with pytest.raises(ResultsError, match="unknown README marker"):
+        render_readme(tmp_path)
