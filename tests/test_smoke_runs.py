@@ -1,0 +1,38 @@
+"""End-to-end per paper: the smoke reproduction, and a 2-process torchrun (gloo, CPU) smoke train."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from reprokit.results import load_results
+
+
+def _env():
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def test_reproduce_smoke(member, tmp_path):
+    out = tmp_path / "smoke"
+    r = subprocess.run([sys.executable, "-m", member.cli_module, "reproduce", "--scale", "smoke",
+                        "--out-dir", str(out)], capture_output=True, text=True, timeout=600, env=_env(),
+                       cwd=member.folder)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = load_results(out / "results.json")
+    assert res["scale"] == "smoke" and res["arms"]
+
+
+@pytest.mark.distributed
+def test_torchrun_two_rank_smoke_train(member, tmp_path):
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", member.cli_module, "train", "--config", str(member.folder / "configs" / "smoke.yaml"),
+                        "--out-dir", str(out)], capture_output=True, text=True, timeout=600, env=_env(),
+                       cwd=member.folder)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (out / "metrics.jsonl").is_file()
