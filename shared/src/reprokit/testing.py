@@ -1,0 +1,192 @@
+"""Test helpers: small synthetic data sets with learnable structure, and dtype-aware tolerances."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "assert_close",
+    "markov_chain",
+    "markov_entropy_rate",
+    "synthetic_images",
+    "synthetic_tokens",
+    "tolerance",
+]
+
+
+def _class_templates(num_classes: int, channels: int, size: int, pattern_seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(10_007 + pattern_seed)
+    # each class: a stripe orientation, a spatial frequency and a colour / brightness offset
+    angle = (torch.arange(num_classes, dtype=torch.float64) * math.pi / num_classes
+             + 0.3 * torch.rand(num_classes, generator=g, dtype=torch.float64))
+    freq = 1.5 + (torch.arange(num_classes) % 3).double() + 0.5 * torch.rand(num_classes, generator=g,
+                                                                               dtype=torch.float64)
+    colour = 0.5 * (2 * torch.rand(num_classes, channels, generator=g, dtype=torch.float64) - 1)
+    return {"angle": angle, "freq": freq, "colour": colour}
+
+
+def synthetic_images(
+    n: int,
+    channels: int = 1,
+    size: int = 16,
+    num_classes: int = 4,
+    seed: int = 0,
+    noise: float = 0.15,
+    pattern_seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose class is visible: ``(float32 images (n, C, size, size) in [-1, 1], int64 labels)``.
+
+    Class ``c`` is a sinusoidal stripe pattern with a class-specific orientation and frequency and a
+    class-specific per-channel offset; each image gets a random phase, a random amplitude in
+    [0.4, 0.6] and Gaussian noise. The class templates depend only on ``pattern_seed`` (so a train
+    set with ``seed=0`` and a test set with ``seed=1`` share classes); ``seed`` draws labels (balanced,
+    shuffled), phases, amplitudes and noise.
+    """
+    if num_classes < 1 or n < 0:
+        raise ValueError("need num_classes >= 1 and n >= 0")
+    tpl = _class_templates(num_classes, channels, size, pattern_seed)
+    g = torch.Generator().manual_seed(seed)
+    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+    coords = (torch.arange(size, dtype=torch.float64) + 0.5) / size
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    ang, fr = tpl["angle"][labels], tpl["freq"][labels]
+    proj = (torch.cos(ang)[:, None, None] * xx + torch.sin(ang)[:, None, None] * yy)  # (n, H, W)
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g, dtype=torch.float64)
+    amp = 0.4 + 0.2 * torch.rand(n, 1, 1, generator=g, dtype=torch.float64)
+    wave = amp * torch.sin(2 * math.pi * fr[:, None, None] * proj + phase)
+    img = wave[:, None] + tpl["colour"][labels][:, :, None, None]
+    img = img + noise * torch.randn(n, channels, size, size, generator=g, dtype=torch.float64)
+    return img.clamp(-1.0, 1.0).float(), labels.long()
+
+
+def markov_chain(vocab: int, chain_seed: int = 0, branching: int = 3) -> np.ndarray:
+    """A random sparse transition matrix ``(vocab, vocab)`` (float64, rows sum to 1): each token has
+    ``branching`` likely successors (Dirichlet weights) plus a little uniform mass."""
+    rng = np.random.default_rng(20_011 + chain_seed)
+    p = np.full((vocab, vocab), 0.02 / vocab)
+    k = min(branching, vocab)
+    for i in range(vocab):
+        succ = rng.choice(vocab, size=k, replace=False)
+        p[i, succ] += 0.98 * rng.dirichlet(np.ones(k))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def markov_entropy_rate(p: np.ndarray) -> float:
+    """Entropy rate (nats/token) of the stationary chain with transitions ``p`` -- the best NLL a
+    model of :func:`synthetic_tokens` can reach."""
+    w, v = np.linalg.eig(p.T)
+    pi = np.real(v[:, np.argmin(np.abs(w - 1.0))])
+    pi = pi / pi.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.nansum(p * np.log(p), axis=1)
+    return float(pi @ h)
+
+
+def synthetic_tokens(n: int, vocab: int = 64, seed: int = 0, chain_seed: int = 0, branching: int = 3) -> torch.Tensor:
+    """A token stream (int64 ``(n,)``) sampled from :func:`markov_chain` ``(vocab, chain_seed)``.
+
+    The chain depends only on ``chain_seed``; ``seed`` draws the start token and the transitions, so
+    streams with different seeds are train/validation splits of the same process. The achievable
+    NLL is :func:`markov_entropy_rate` (well below ``log(vocab)``).
+    """
+    p = markov_chain(vocab, chain_seed, branching)
+    cdf = np.cumsum(p, axis=1)
+    cdf[:, -1] = 1.0
+    rng = np.random.default_rng(seed)
+    u = rng.random(n)
+    out = np.empty(n, dtype=np.int64)
+    tok = int(rng.integers(vocab))
+    for i in range(n):
+        out[i] = tok
+        tok = int(np.searchsorted(cdf[tok], u[i], side="right"))
+        tok = min(tok, vocab - 1)
+    return torch.from_numpy(out)
+
+
+_TOL: dict[str, tuple[float, float]] = {
+    "float64": (1e-7, 1e-9),
+    "float32": (1e-5, 1e-6),
+    "tf32": (5e-3, 1e-3),
+    "float16": (5e-3, 1e-3),
+    "bfloat16": (3e-2, 1e-2),
+}
+_ALIASES = {
+    "fp64": "float64", "double": "float64", "f64": "float64",
+    "fp32": "float32", "float": "float32", "f32": "float32",
+    "fp16": "float16", "half": "float16", "f16": "float16",
+    "bf16": "bfloat16",
+}
+
+
+def _dtype_key(dtype: Any) -> str:
+    if isinstance(dtype, torch.dtype):
+        key = str(dtype).removeprefix("torch.")
+    elif isinstance(dtype, np.dtype) or (isinstance(dtype, type) and issubclass(dtype, np.generic)):
+        key = np.dtype(dtype).name
+    else:
+        key = str(dtype).lower().removeprefix("torch.")
+    key = _ALIASES.get(key, key)
+    if key not in _TOL:
+        raise ValueError(f"no tolerance for dtype {dtype!r}; known: {sorted(_TOL)} (+ aliases {sorted(_ALIASES)})")
+    return key
+
+
+def tolerance(dtype: Any) -> tuple[float, float]:
+    """``(rtol, atol)`` for comparing a result computed in ``dtype`` against a reference.
+
+    ``dtype``: a torch/NumPy dtype or a name -- float64, float32, tf32 (float32 with TF32 matmuls),
+    float16 / fp16, bfloat16 / bf16. Values suit outputs of moderate-size ops (a matmul, a layer)
+    compared against a float32/float64 reference.
+    """
+    return _TOL[_dtype_key(dtype)]
+
+
+_RANK = {"float64": 0, "float32": 1, "tf32": 2, "float16": 3, "bfloat16": 4}
+
+
+def assert_close(a: Any, b: Any, dtype: Any = None, msg: str = "") -> None:
+    """Assert ``|a - b| <= atol + rtol * |b|`` elementwise, with tolerances from :func:`tolerance`.
+
+    ``a``/``b``: tensors, arrays or numbers (compared in float64 on CPU; shapes must match).
+    ``dtype=None`` uses the less precise floating dtype of the two inputs (float64 if neither is a
+    floating tensor/array). On failure, raises AssertionError with the max abs/rel error and the
+    worst index, prefixed by ``msg``.
+    """
+    def _key(x: Any) -> str | None:
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            return _dtype_key(x.dtype)
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+            return _dtype_key(x.dtype) if x.dtype.name in _TOL else "float64"
+        return None
+
+    if dtype is None:
+        keys = [k for k in (_key(a), _key(b)) if k is not None]
+        key = max(keys, key=_RANK.__getitem__) if keys else "float64"
+    else:
+        key = _dtype_key(dtype)
+    rtol, atol = _TOL[key]
+    ta = torch.as_tensor(np.asarray(a.detach().cpu().double() if isinstance(a, torch.Tensor) else a,
+                                    dtype=np.float64))
+    tb = torch.as_tensor(np.asarray(b.detach().cpu().double() if isinstance(b, torch.Tensor) else b,
+                                    dtype=np.float64))
+    prefix = f"{msg}: " if msg else ""
+    if ta.shape != tb.shape:
+        raise AssertionError(f"{prefix}shape mismatch {tuple(ta.shape)} vs {tuple(tb.shape)}")
+    nan_a, nan_b = torch.isnan(ta), torch.isnan(tb)
+    if not torch.equal(nan_a, nan_b):
+        raise AssertionError(f"{prefix}NaN pattern differs")
+    diff = (ta - tb).abs().nan_to_num(0.0)
+    bound = atol + rtol * tb.abs().nan_to_num(0.0)
+    bad = diff > bound
+    if bool(bad.any()):
+        idx = int(torch.argmax((diff - bound).reshape(-1)))
+        rel = diff / tb.abs().clamp_min(1e-300)
+        raise AssertionError(
+            f"{prefix}{int(bad.sum())}/{bad.numel()} elements differ beyond rtol={rtol}, atol={atol} "
+            f"({key}): max abs err {float(diff.max()):.3e}, max rel err {float(rel.max()):.3e}; worst at flat "
+            f"index {idx}: {float(ta.reshape(-1)[idx])!r} vs {float(tb.reshape(-1)[idx])!r}"
+        )

@@ -1,0 +1,71 @@
+"""Synthetic data and tolerance helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reprokit.testing import (
+    assert_close,
+    markov_chain,
+    markov_entropy_rate,
+    synthetic_images,
+    synthetic_tokens,
+    tolerance,
+)
+
+
+def test_synthetic_images_shape_range_and_separable() -> None:
+    x, y = synthetic_images(200, channels=3, size=16, num_classes=5, seed=0)
+    assert x.shape == (200, 3, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    assert torch.bincount(y, minlength=5).tolist() == [40] * 5
+    x2, y2 = synthetic_images(200, channels=3, size=16, num_classes=5, seed=0)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    # nearest class centroid on |FFT| (phase-invariant) features, centroids from another seed
+    def feats(im: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft2(im.double()).abs().flatten(1)
+
+    tx, ty = synthetic_images(200, channels=3, size=16, num_classes=5, seed=1)
+    cent = torch.stack([feats(tx[ty == c]).mean(0) for c in range(5)])
+    pred = torch.cdist(feats(x), cent).argmin(1)
+    assert (pred == y).float().mean().item() > 0.9
+
+
+def test_synthetic_tokens_markov_structure() -> None:
+    vocab = 16
+    t = synthetic_tokens(20000, vocab=vocab, seed=0)
+    assert t.shape == (20000,) and t.dtype == torch.int64 and int(t.max()) < vocab
+    assert torch.equal(t, synthetic_tokens(20000, vocab=vocab, seed=0))
+    assert not torch.equal(t, synthetic_tokens(20000, vocab=vocab, seed=1))
+    p = markov_chain(vocab)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    h = markov_entropy_rate(p)
+    assert h < 0.5 * math.log(vocab)
+    # empirical bigram NLL under the true chain ~ entropy rate
+    a, b = t[:-1].numpy(), t[1:].numpy()
+    assert -np.log(p[a, b]).mean() == pytest.approx(h, rel=0.05)
+
+
+def test_tolerance_ordering_and_names() -> None:
+    assert tolerance(torch.float64)[0] < tolerance(torch.float32)[0] < tolerance("tf32")[0]
+    assert tolerance("fp16")[0] < tolerance(torch.bfloat16)[0]
+    assert tolerance("bf16") == tolerance(torch.bfloat16) and tolerance(np.float32) == tolerance("float32")
+    with pytest.raises(ValueError):
+        tolerance("int8")
+
+
+def test_assert_close_passes_and_fails() -> None:
+    a = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    assert_close(a, a + 1e-12)
+    with pytest.raises(AssertionError, match="max abs err"):
+        assert_close(a, a + 1e-3)
+    assert_close(a.bfloat16(), a + 1e-3)  # inferred bf16 tolerance
+    assert_close(a, a + 1e-3, dtype="fp16")
+    with pytest.raises(AssertionError, match="shape"):
+        assert_close(a, a[:2])
+    with pytest.raises(AssertionError, match="mine"):
+        assert_close(np.array([1.0]), np.array([1.1]), dtype="float32", msg="mine")
