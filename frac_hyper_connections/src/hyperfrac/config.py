@@ -62,7 +62,8 @@ class TrainCfg:
     min_lr_frac: float = 0.1
     warmup_frac: float = 0.05
     weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
+    beta1: float = 0.9                 # AdamW betas (OLMo: 0.9, 0.95)
+    beta2: float = 0.95
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 5
@@ -70,6 +71,8 @@ class TrainCfg:
     ckpt_every: int = 0                # 0 -> only at the end
     threads: int = 0                   # 0 -> leave torch's default
     resume: bool = True
+    stop_after: int = 0                # 0 -> run to `steps`; else checkpoint and stop after this step
+                                       # (simulates an interruption; the LR schedule still spans `steps`)
     grad_norms: bool = False           # log per-sublayer gradient norms at log steps
 
 
