@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["coefficients", "conn_pre", "conn_post"]
+__all__ = ["coefficients", "conn_pre", "conn_post", "conn_pre_naive", "conn_post_naive"]
 
 
 def coefficients(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch.Tensor,
@@ -46,15 +46,16 @@ def coefficients(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch
 
 
 def _mix(coef: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
-    """out[..., j, :] = sum_i coef[..., i, j] * H[..., i, :]; a loop over the (few) streams, not tokens."""
-    s = H.shape[-2]
-    out = coef[..., 0, :, None] * H[..., 0:1, :]
-    for i in range(1, s):
-        out = out + coef[..., i, :, None] * H[..., i:i + 1, :]
-    return out
+    """out[..., j, :] = sum_i coef[..., i, j] * H[..., i, :] (coef per token (N, s, k) or shared (s, k)).
+
+    Per-token coefficients: one batched matmul (on CPU ~2x faster than a broadcast loop over streams).
+    Shared (static) coefficients: one GEMM over all tokens with the stream axis contracted."""
+    if coef.dim() == 2:
+        return torch.einsum("ij,niw->njw", coef, H)
+    return coef.transpose(-1, -2) @ H
 
 
-def conn_pre(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch.Tensor, W: torch.Tensor | None,
+def conn_pre_naive(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch.Tensor, W: torch.Tensor | None,
              norm_w: torch.Tensor | None, s_alpha: torch.Tensor | None, s_beta: torch.Tensor | None,
              r: int, use_tanh: bool = True, eps: float = 1e-5
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,6 +68,101 @@ def conn_pre(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch.Ten
     return x, alpha[..., r:], beta
 
 
-def conn_post(H: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+def conn_post_naive(H: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """Fused "post": stream mixing + write-back + merge. ``y`` is (N, 1, w) (HC) or (N, s, w) (FC)."""
     return _mix(mix, H) + beta[..., None] * y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The same ops with hand-written backward passes (what the Triton kernels implement too). On CPU this avoids
+# autograd's per-token clones in batched-matmul backward and keeps only H, the row statistics and the small
+# coefficient tensors for the backward. ``conn_pre_naive`` / ``conn_post_naive`` above are the ground truth.
+# ---------------------------------------------------------------------------------------------------------
+
+def _ln_stats(H: torch.Tensor, eps: float):
+    mu = H.mean(-1, keepdim=True)
+    var = (H - mu).square().mean(-1, keepdim=True)
+    return mu, torch.rsqrt(var + eps)
+
+
+class _PreDyn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, H, SA, SB, W, g, sa, sb, r: int, use_tanh: bool, eps: float):
+        mu, rstd = _ln_stats(H, eps)
+        xhat = (H - mu) * rstd
+        hn = xhat * g if g is not None else xhat
+        P = hn @ W
+        T = torch.tanh(P) if use_tanh else P
+        k = SA.shape[-1]
+        alpha = SA + sa * T[..., :k]
+        beta = SB + sb * T[..., k]
+        x = torch.bmm(alpha[..., :r].transpose(1, 2).contiguous(), H)
+        ctx.save_for_backward(H, mu, rstd, T, alpha, W, g if g is not None else torch.empty(0), sa, sb)
+        ctx.cfg = (r, use_tanh, g is not None)
+        mix = alpha[..., r:]
+        return x, mix, beta
+
+    @staticmethod
+    def backward(ctx, dx, dmix, dbeta):
+        H, mu, rstd, T, alpha, W, g, sa, sb = ctx.saved_tensors
+        r, use_tanh, has_g = ctx.cfg
+        k = alpha.shape[-1]
+        dalpha = torch.empty_like(alpha)
+        dx = dx.contiguous()
+        dalpha[..., :r] = torch.einsum("niw,njw->nij", H, dx)
+        dalpha[..., r:] = dmix if dmix is not None else 0.0
+        if dbeta is None:
+            dbeta = torch.zeros_like(alpha[..., 0])
+        dH = torch.bmm(alpha[..., :r].contiguous(), dx)
+        dSA = dalpha.sum(0)
+        dSB = dbeta.sum(0)
+        dsa = (dalpha * T[..., :k]).sum().reshape(sa.shape)
+        dsb = (dbeta * T[..., k]).sum().reshape(sb.shape)
+        dT = torch.cat([sa * dalpha, (sb * dbeta)[..., None]], dim=-1)
+        dP = dT * (1 - T * T) if use_tanh else dT
+        xhat = (H - mu) * rstd
+        hn = xhat * g if has_g else xhat
+        dW = hn.reshape(-1, hn.shape[-1]).t() @ dP.reshape(-1, dP.shape[-1])
+        dhn = dP @ W.t()
+        dg = (dhn * xhat).sum((0, 1)) if has_g else None
+        dxhat = dhn * g if has_g else dhn
+        dH = dH + rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+        return dH, dSA, dSB, dW, dg, dsa, dsb, None, None, None
+
+
+class _Post(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, H, y, mix, beta):
+        ctx.save_for_backward(H, y, mix, beta)
+        return torch.bmm(mix.transpose(1, 2).contiguous(), H).add_(beta[..., None] * y)
+
+    @staticmethod
+    def backward(ctx, d):
+        H, y, mix, beta = ctx.saved_tensors
+        d = d.contiguous()
+        dH = torch.bmm(mix.contiguous(), d)
+        dmix = torch.einsum("niw,njw->nij", H, d)
+        if y.shape[1] == 1:   # HC: the output is broadcast to every stream
+            dbeta = torch.einsum("nw,njw->nj", y[:, 0], d)
+            dy = torch.bmm(beta[:, None, :], d)
+        else:                 # FC: output fraction j goes to fraction j
+            dbeta = (y * d).sum(-1)
+            dy = beta[..., None] * d
+        return dH, dy, dmix, dbeta
+
+
+def conn_pre(H: torch.Tensor, static_alpha: torch.Tensor, static_beta: torch.Tensor, W: torch.Tensor | None,
+             norm_w: torch.Tensor | None, s_alpha: torch.Tensor | None, s_beta: torch.Tensor | None,
+             r: int, use_tanh: bool = True, eps: float = 1e-5):
+    """Same result as :func:`conn_pre_naive`, with a hand-written backward for the dynamic case."""
+    if W is None:
+        x = torch.einsum("ir,niw->nrw", static_alpha[:, :r], H)
+        return x, static_alpha[:, r:], static_beta
+    return _PreDyn.apply(H.contiguous(), static_alpha, static_beta, W, norm_w, s_alpha, s_beta, r, use_tanh, eps)
+
+
+def conn_post(H: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Same result as :func:`conn_post_naive`, with a hand-written backward for per-token coefficients."""
+    if mix.dim() == 2:
+        return torch.einsum("ij,niw->njw", mix, H) + beta[:, None] * y
+    return _Post.apply(H.contiguous(), y.contiguous(), mix, beta)
