@@ -1,0 +1,98 @@
+"""``racedit train|evaluate|sample|reproduce|bench|classifier``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from reprokit.config import load_config
+from reprokit.papercli import build_cli
+
+from .config import Cfg
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def _cfg(args, run_dir: Path | None = None) -> Cfg:
+    path = args.config
+    if path is None and run_dir is not None and (run_dir / "config.yaml").is_file():
+        path = str(run_dir / "config.yaml")
+    return load_config(Cfg, path, list(args.overrides or []))
+
+
+def cmd_train(args) -> int:
+    from reprokit import dist as rdist
+
+    from .train import train
+
+    cfg = _cfg(args)
+    res = train(cfg, args.out_dir or cfg.out_dir)
+    rdist.print0(json.dumps({"steps": cfg.train.steps, **res["last"]}))
+    rdist.cleanup()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+    from .train import load_trained
+
+    run = Path(args.out_dir or _cfg(args).out_dir)
+    cfg = _cfg(args, run)
+    model, diff, step = load_trained(cfg, run, cfg.eval.use_ema)
+    res = evaluate(model, diff, cfg, grid_path=run / "samples_grid.png")
+    res["step"] = step
+    (run / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, list)}, indent=1))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import torch
+    from reprokit.plots import save_image_grid
+
+    from .evaluate import generate
+    from .train import load_trained
+
+    run = Path(args.out_dir or _cfg(args).out_dir)
+    cfg = _cfg(args, run)
+    model, diff, _ = load_trained(cfg, run, cfg.eval.use_ema)
+    n = 16
+    samples, labels, _ = generate(model, diff, cfg, n, cfg.model.num_classes, cfg.eval.seed)
+    out = run / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    for c in range(cfg.model.num_classes):
+        save_image_grid(samples[labels == c], out / f"class_{c:03d}.png", nrow=8)
+    torch.save({"n_per_class": n}, out / "meta.pt")
+    print(f"wrote {cfg.model.num_classes} grids to {out}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import run_reproduce
+
+    print(run_reproduce(args.scale, args.out_dir))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main([]) or 0
+
+
+def cmd_classifier(args) -> int:
+    import torch
+
+    from .feature_net import train_feature_net
+
+    torch.set_num_threads(1)
+    print(json.dumps(train_feature_net(), indent=1))
+    return 0
+
+
+main = build_cli(prog="racedit", commands={
+    "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "reproduce": cmd_reproduce,
+    "bench": cmd_bench, "classifier": cmd_classifier})
+
+if __name__ == "__main__":
+    main()
