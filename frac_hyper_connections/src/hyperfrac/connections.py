@@ -135,12 +135,14 @@ class Connection(nn.Module):
             if self.record is not None:
                 self.record("input", H)
                 self.record("streams", H.unsqueeze(-2))
+                one = torch.ones(1, 1, device=H.device)
+                self.record("matrices", {"read": one, "mix": one, "write": one[0]})
             return H + branch(H)
         x, mix, beta = self.pre(H)
         if self.record is not None:
             self.record("input", x)
             self.record("streams", H)
-            self.record("coef", (mix, beta, x))
+            self.record("matrices", self.mean_matrices(H.detach()))
         return self.post(H, branch(x), mix, beta)
 
     def mean_matrices(self, H: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
