@@ -43,7 +43,12 @@ class ModelCfg:
 
 @dataclass
 class DataCfg:
-    source: Literal["synthetic", "shakespeare", "fashion_mnist", "synthetic_images"] = "synthetic"
+    source: Literal["synthetic", "shakespeare", "memmap", "fashion_mnist", "synthetic_images"] = "synthetic"
+    # memmap: pre-tokenized flat token files (e.g. OLMo's dolma .npy memmaps), for the paper-scale configs
+    train_path: str = ""
+    val_path: str = ""
+    test_path: str = ""
+    memmap_dtype: Literal["uint16", "uint32"] = "uint16"
     tokenizer: Literal["char", "bpe"] = "char"
     vocab_size: int = 1024             # BPE only
     synthetic_tokens: int = 20000

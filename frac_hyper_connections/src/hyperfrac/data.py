@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +39,14 @@ def load_lm_data(cfg: Cfg) -> LMData:
         td = prepare_text(corpus="shakespeare", tokenizer=d.tokenizer, vocab_size=d.vocab_size,
                           split=(0.8, 0.1, 0.1), seed=d.split_seed)
         return LMData(td.vocab_size, td.train, td.val, td.test, decode=td.decode)
-    raise ValueError(f"data.source={d.source!r} is not a text source; valid: synthetic, shakespeare")
+    if d.source == "memmap":
+        paths = {"train": d.train_path, "val": d.val_path, "test": d.test_path or d.val_path}
+        missing = [f"{k}={v!r}" for k, v in paths.items() if not v or not Path(v).is_file()]
+        if missing:
+            raise FileNotFoundError(f"data.source=memmap needs existing token files; missing: {', '.join(missing)}")
+        arr = {k: np.memmap(v, dtype=d.memmap_dtype, mode="r") for k, v in paths.items()}
+        return LMData(cfg.model.vocab_size, arr["train"], arr["val"], arr["test"])
+    raise ValueError(f"data.source={d.source!r} is not a text source; valid: synthetic, shakespeare, memmap")
 
 
 def lm_batch(tokens: np.ndarray, seq_len: int, batch_size: int, seed: int, rank: int, step: int
