@@ -9,6 +9,7 @@ committed); training is deterministic on CPU (fixed seed, single thread recommen
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,20 +31,47 @@ def default_path(seed: int = 0) -> Path:
     return data_dir() / "racedit" / f"fmnist_classifier_seed{seed}.safetensors"
 
 
-def train_feature_net(seed: int = 0, epochs: int = 4, path: str | Path | None = None, force: bool = False) -> dict:
+def train_feature_net(seed: int = 0, epochs: int = 10, lr: float = 3e-3, path: str | Path | None = None, force: bool = False) -> dict:
     """Train (or reuse the cached) classifier; returns the report (accuracy, sha256, path)."""
     from reprokit.datasets import load_fashion_mnist
 
     path = Path(path) if path is not None else default_path(seed)
     report_path = path.with_suffix(".json")
     if path.is_file() and report_path.is_file() and not force:
-        return json.loads(report_path.read_text())
+        rep = json.loads(report_path.read_text())
+        if rep["test_accuracy"] >= MIN_ACCURACY and rep.get("epochs") == epochs:
+            return rep
+    lock = path.with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if lock.exists() and _alive(lock):
+        print(f"another process is training the classifier ({lock}); waiting", flush=True)
+        while lock.exists() and _alive(lock):
+            time.sleep(10)
+        return train_feature_net(seed, epochs, lr, path, force=False)
+    lock.write_text(str(os.getpid()))
+    try:
+        return _train(seed, epochs, lr, path, report_path)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(lock: Path) -> bool:
+    try:
+        os.kill(int(lock.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _train(seed: int, epochs: int, lr: float, path: Path, report_path: Path) -> dict:
+    from reprokit.datasets import load_fashion_mnist
+
     xtr, ytr = load_fashion_mnist("train")
     xte, yte = load_fashion_mnist("test")
     torch.manual_seed(seed)
     net = SmallClassifier(in_channels=1, num_classes=10, image_size=28)
     t0 = time.time()
-    rep = train_classifier(net, to_unit_range(xtr), torch.from_numpy(ytr), epochs=epochs, seed=seed,
+    rep = train_classifier(net, to_unit_range(xtr), torch.from_numpy(ytr), epochs=epochs, lr=lr, seed=seed,
                            val=(to_unit_range(xte), torch.from_numpy(yte)))
     rep["train_seconds"] = round(time.time() - t0, 1)
     rep["seed"] = seed
@@ -64,6 +92,9 @@ def load_feature_net(seed: int = 0, path: str | Path | None = None) -> tuple[Sma
         raise FileNotFoundError(f"no trained FID feature classifier at {path}; run "
                                 "`racedit classifier` first (about 5 min on one CPU core)")
     rep = json.loads(report_path.read_text())
+    if rep["test_accuracy"] < MIN_ACCURACY:
+        raise RuntimeError(f"the cached FID classifier at {path} has test accuracy {rep['test_accuracy']:.4f} "
+                           f"< {MIN_ACCURACY}; retrain it (`racedit classifier`)")
     return load_classifier(path, expected_sha256=rep["sha256"]), rep
 
 

@@ -125,6 +125,10 @@ def run_reproduce(scale: str, out_dir: str | None = None) -> Path:
     best_lr = min(grid, key=lambda lr: np.mean([grid[lr][a]["heldout_loss"] for a in plan["grid_arms"]]))
 
     # 2. every arm at the chosen LR (+ extra seeds), full evaluation
+    if full and base.eval.fid:
+        from .feature_net import train_feature_net
+
+        train_feature_net(base.eval.classifier_seed)  # cached after the first time (waits for a concurrent one)
     per_seed: dict[str, dict[int, dict]] = {}
     for arm, ov in ARMS.items():
         for seed in [0, *plan["extra_seeds"].get(arm, [])]:

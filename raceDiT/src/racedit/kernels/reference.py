@@ -54,21 +54,20 @@ class _MoEFFN(torch.autograd.Function):
             if t > s:
                 torch.addmm(b2[e], hid[s:t], W2[e], out=out[s:t])
         y = torch.zeros_like(x).index_add_(0, tok, out * gate.unsqueeze(1))
-        ctx.save_for_backward(xg, tok, gate, W1, W2, pre, out)
+        ctx.save_for_backward(xg, tok, gate, W1, W2, pre, hid, out)
         ctx.bounds = bounds
         ctx.n = x.shape[0]
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        xg, tok, gate, W1, W2, pre, out = ctx.saved_tensors
+        xg, tok, gate, W1, W2, pre, hid, out = ctx.saved_tensors
         bounds = ctx.bounds
         E = W1.shape[0]
         dy = dy.contiguous()
         dyg = dy.index_select(0, tok)
         dgate = (out * dyg).sum(1)
         dout = dyg * gate.unsqueeze(1)
-        hid = gelu_tanh(pre)
         dW1, dW2 = torch.zeros_like(W1), torch.zeros_like(W2)
         db1 = W1.new_zeros(E, W1.shape[2])
         db2 = W2.new_zeros(E, W2.shape[2])
@@ -79,7 +78,7 @@ class _MoEFFN(torch.autograd.Function):
                 torch.mm(hid[s:t].t(), dout[s:t], out=dW2[e])
                 db2[e] = dout[s:t].sum(0)
                 torch.mm(dout[s:t], W2[e].t(), out=dpre[s:t])
-        dpre.mul_(gelu_tanh_grad(pre))
+        dpre = torch.ops.aten.gelu_backward(dpre, pre, approximate="tanh")
         dxg = torch.empty_like(xg)
         for e in range(E):
             s, t = bounds[e], bounds[e + 1]
