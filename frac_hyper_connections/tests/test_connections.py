@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hyperfrac.config import ModelCfg
-from hyperfrac.connections import (Connection, ConnSpec, connection_param_count, param_groups, parse_variant)
+from hyperfrac.connections import Connection, ConnSpec, connection_param_count, param_groups, parse_variant
 from hyperfrac.model import DecoderLM, ViT
 
 VARIANTS = ["shcx1", "dhcx1", "shcx2", "dhcx2", "shcx4", "dhcx4", "dhcx4-notanh", "sfcx1", "sfcx2", "dfcx2",

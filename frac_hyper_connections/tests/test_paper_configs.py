@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from reprokit.config import load_config
 
 from hyperfrac.config import Cfg
 from hyperfrac.connections import connection_param_count, parse_variant
 from hyperfrac.model import build_model
+from reprokit.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

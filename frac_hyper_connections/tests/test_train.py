@@ -2,11 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
-from reprokit.checkpoint import CheckpointMismatch
-from reprokit.config import load_config
 
 from hyperfrac.config import Cfg
 from hyperfrac.train import train
+from reprokit.checkpoint import CheckpointMismatch
+from reprokit.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,15 @@ def test_vit_trains_on_synthetic_images(tmp_path):
                    "data.synthetic_images=128", "data.eval_tokens=0", "train.batch_size=16", "train.steps=6"),
               tmp_path)
     assert 0.0 <= m["val_top1"] <= 1.0 and m["test_top1"] >= 0.0
+
+
+def test_cli_train_evaluate_sample_analyze_and_bad_config(tmp_path):
+    from hyperfrac.cli import main
+    cfg = str(ROOT / "configs/smoke.yaml")
+    for cmd in ("train", "evaluate", "sample", "analyze"):
+        assert main([cmd, "--config", cfg, "--out-dir", str(tmp_path)]) == 0, cmd
+    assert (tmp_path / "connection_matrix.png").is_file() and (tmp_path / "sample.txt").is_file()
+    bad = tmp_path / "bad"
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", cfg, "--out-dir", str(bad), "model.nonsense=3"])
+    assert e.value.code == 2 and not bad.exists()

@@ -5,9 +5,8 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from reprokit.kernels import interpreter_enabled  # noqa: E402
-
 from hyperfrac.kernels import reference as R  # noqa: E402
+from reprokit.kernels import interpreter_enabled  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not interpreter_enabled() and not torch.cuda.is_available(),
                                 reason="needs CUDA or TRITON_INTERPRET=1 set before triton is imported")

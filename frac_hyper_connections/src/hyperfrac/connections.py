@@ -202,7 +202,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     connection parameters (static matrices, scales s_alpha/s_beta, norm gains), biases, norms, 1-D params."""
     decay, no_decay = [], []
     seen = set()
-    for mod_name, mod in model.named_modules():
+    for mod in model.modules():
         for pname, p in mod.named_parameters(recurse=False):
             if id(p) in seen or not p.requires_grad:
                 continue

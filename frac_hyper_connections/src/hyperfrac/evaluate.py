@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from reprokit.checkpoint import check_config_compatible, load_checkpoint
 from reprokit.config import load_config, to_dict
 from reprokit.dist import get_rank, get_world_size

@@ -189,7 +189,7 @@ class DecoderLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[-1]
-        if T > self.cfg.context:
+        if self.cfg.context < T:
             raise ValueError(f"sequence length {T} is longer than the model's context {self.cfg.context}")
         h = self.embed(idx)
         if self.pos is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from reprokit.checkpoint import load_checkpoint
 from reprokit.config import from_dict, load_config, to_dict
 
@@ -109,7 +110,7 @@ def _done(path: Path) -> dict[str, dict]:
 def run_plan(scale: str, out: Path) -> list[dict]:
     from .train import make_data
     plan = PLANS[scale]
-    runs_dir = out / "runs"
+    runs_dir = out / "arms"
     runs_dir.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
     done = _done(log)
@@ -163,7 +164,7 @@ def _deep_cos(an: dict) -> float:
 def summarize(records: list[dict], plan: dict) -> dict:
     """Best LR per arm (on val, seed 0), then every seed at that LR; test metrics averaged over seeds."""
     out = {}
-    for kind, arms, grid in (("lm", plan["lm_arms"], plan["lr_grid"]), ("vit", plan["vit_arms"], plan["vit_lr_grid"])):
+    for kind, arms in (("lm", plan["lm_arms"]), ("vit", plan["vit_arms"])):
         for arm in arms:
             rs = [r for r in records if r["arm"] == arm and r["kind"] == kind]
             if not rs:
@@ -325,7 +326,7 @@ def make_figures(records, summary, plan, out: Path) -> None:
     from reprokit.plots import plot_curves
 
     from .analysis import plot_lines, plot_matrix
-    runs = out / "runs"
+    runs = out / "arms"
     best = {}
     for arm in plan["lm_arms"]:
         e = summary.get(f"lm:{arm}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from reprokit.checkpoint import check_config_compatible, load_checkpoint, save_checkpoint
 from reprokit.config import load_config, to_dict
 from reprokit.dist import init_distributed, is_main, seed_everything, wrap_ddp
