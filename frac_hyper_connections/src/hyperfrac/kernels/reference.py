@@ -86,47 +86,59 @@ def _ln_stats(H: torch.Tensor, eps: float):
 
 
 class _PreDyn(torch.autograd.Function):
+    """Dynamic ``pre`` with the LayerNorm folded into the projection (the normalised streams are never
+    materialised): ``P = rstd * (H @ W' - mu * colsum(W'))`` with ``W' = diag(g) W``; the backward uses the same
+    identities, so H is read a few times instead of being rewritten as mean-centred / normalised copies."""
+
     @staticmethod
     def forward(ctx, H, SA, SB, W, g, sa, sb, r: int, use_tanh: bool, eps: float):
-        mu, rstd = _ln_stats(H, eps)
-        xhat = (H - mu) * rstd
-        hn = xhat * g if g is not None else xhat
-        P = hn @ W
+        w = H.shape[-1]
+        Wg = W * g[:, None] if g is not None else W
+        # one GEMM gives H W' and the row means (extra column 1/w); one fused pass gives sum h^2
+        HWm = H @ torch.cat([Wg, Wg.new_full((w, 1), 1.0 / w)], dim=1)
+        mu = HWm[..., -1:]
+        var = torch.linalg.vector_norm(H, dim=-1, keepdim=True).square_().div_(w).sub_(mu * mu).clamp_(min=0.0)
+        rstd = torch.rsqrt(var + eps)
+        P = rstd * (HWm[..., :-1] - mu * Wg.sum(0))
         T = torch.tanh(P) if use_tanh else P
         k = SA.shape[-1]
         alpha = SA + sa * T[..., :k]
         beta = SB + sb * T[..., k]
         x = torch.bmm(alpha[..., :r].transpose(1, 2).contiguous(), H)
-        ctx.save_for_backward(H, mu, rstd, T, alpha, W, g if g is not None else torch.empty(0), sa, sb)
+        ctx.save_for_backward(H, mu, rstd, P, T, alpha, W, g if g is not None else torch.empty(0), sa, sb)
         ctx.cfg = (r, use_tanh, g is not None)
-        mix = alpha[..., r:]
-        return x, mix, beta
+        return x, alpha[..., r:], beta
 
     @staticmethod
     def backward(ctx, dx, dmix, dbeta):
-        H, mu, rstd, T, alpha, W, g, sa, sb = ctx.saved_tensors
+        H, mu, rstd, P, T, alpha, W, g, sa, sb = ctx.saved_tensors
         r, use_tanh, has_g = ctx.cfg
         k = alpha.shape[-1]
-        dalpha = torch.empty_like(alpha)
+        w = H.shape[-1]
         dx = dx.contiguous()
-        dalpha[..., :r] = torch.einsum("niw,njw->nij", H, dx)
-        dalpha[..., r:] = dmix if dmix is not None else 0.0
-        if dbeta is None:
-            dbeta = torch.zeros_like(alpha[..., 0])
+        da_read = torch.einsum("niw,njw->nij", H, dx)
+        dmix = dmix if dmix is not None else torch.zeros_like(alpha[..., r:])
+        dbeta = dbeta if dbeta is not None else torch.zeros_like(alpha[..., 0])
         dH = torch.bmm(alpha[..., :r].contiguous(), dx)
+        dalpha = torch.cat([da_read, dmix], dim=-1)
         dSA = dalpha.sum(0)
         dSB = dbeta.sum(0)
         dsa = (dalpha * T[..., :k]).sum().reshape(sa.shape)
         dsb = (dbeta * T[..., k]).sum().reshape(sb.shape)
         dT = torch.cat([sa * dalpha, (sb * dbeta)[..., None]], dim=-1)
         dP = dT * (1 - T * T) if use_tanh else dT
-        xhat = (H - mu) * rstd
-        hn = xhat * g if has_g else xhat
-        dW = hn.reshape(-1, hn.shape[-1]).t() @ dP.reshape(-1, dP.shape[-1])
-        dhn = dP @ W.t()
-        dg = (dhn * xhat).sum((0, 1)) if has_g else None
-        dxhat = dhn * g if has_g else dhn
-        dH = dH + rstd * (dxhat - dxhat.mean(-1, keepdim=True) - xhat * (dxhat * xhat).mean(-1, keepdim=True))
+        Wg = W * g[:, None] if has_g else W
+        rdP = rstd * dP
+        # xhat^T dP without xhat: H^T (rstd dP) - 1 (sum mu rstd dP)
+        dXW = H.reshape(-1, w).t() @ rdP.reshape(-1, k + 1) - (mu * rdP).sum((0, 1))[None, :]
+        dW = dXW * g[:, None] if has_g else dXW
+        dg = (W * dXW).sum(1) if has_g else None
+        # LayerNorm backward with dhn = dP Wg^T: mean_w(dhn) = dP . mean_w(Wg); mean_w(dhn xhat) = (dP . P) / w
+        m1 = dP @ Wg.mean(0)[:, None]
+        m2 = (dP * P).sum(-1, keepdim=True) / w
+        c = rstd * rstd * m2
+        t = (dP @ Wg.t()).mul_(rstd).add_(c * mu - rstd * m1)
+        dH.add_(t.addcmul_(c, H, value=-1.0))
         return dH, dSA, dSB, dW, dg, dsa, dsb, None, None, None
 
 
