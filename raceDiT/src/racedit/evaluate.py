@@ -120,8 +120,9 @@ def fid_metrics(samples: torch.Tensor, labels: torch.Tensor, real: ImageData, cf
     """Non-standard FID/KID against the held-out real images and class accuracy of the samples."""
     from reprokit.metrics.fid import extract_features, fid_from_features, kid_from_features
 
-    from .feature_net import load_feature_net
+    from .feature_net import load_feature_net, train_feature_net
 
+    train_feature_net(cfg.eval.classifier_seed)  # cached after the first time (waits for a concurrent one)
     net, rep = load_feature_net(cfg.eval.classifier_seed)
     size = net.config["image_size"]
     fake = crop_images(samples, size) if samples.shape[-1] != size else samples

@@ -1,0 +1,160 @@
+"""``racedit bench``: the MoE layer forward+backward against (a) a dense MLP of equal activated FLOPs
+and (b) the per-expert masked loop of public DiT-MoE code, side by side in one process
+(reprokit.bench.compare: interleaved, median).
+
+Candidates per case (N tokens, width d, E experts, k per token, expert hidden 4d/k):
+
+* ``dense_mlp``       Linear(d, 4d) + GELU + Linear(4d, d) -- the baseline (ratio 1.00)
+* ``moe_layer``       the full Race MoE layer: router MLP + gating head + global top-K + sorted-pair
+                      expert FFN (vectorised torch path) + combine
+* ``moe_experts``     the expert FFN alone on precomputed routing (sorted pairs, per-expert GEMMs, index_add)
+* ``masked_loop``     the same router and routing, experts run by a per-expert boolean-mask loop
+
+``python -m racedit.bench --gpu`` runs the CUDA check: Triton vs torch parity and timing (writes
+results/bench_gpu.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from reprokit.bench import compare, format_table, write_bench
+
+from . import routing as R
+from .config import MoECfg
+from .kernels import masked_loop_moe, moe_ffn
+from .moe import DenseMLP, MoEFFN
+
+MEMBER = Path(__file__).resolve().parents[2]
+CASES = [(8, 2, 64), (8, 2, 128), (8, 2, 256), (32, 4, 64), (32, 4, 128), (32, 4, 256)]
+
+
+def _loop_layer(layer: MoEFFN, x: torch.Tensor) -> torch.Tensor:
+    B, L, d = x.shape
+    _, logits = layer.router(x)
+    mask, _ = R.route(R.apply_gating(logits, layer.cfg.gating), layer.cfg.routing, layer.k, True)
+    gates = R.gate_values(logits, layer.cfg.gating, mask)
+    y = masked_loop_moe(x.reshape(-1, d), mask.reshape(-1, layer.E), gates.reshape(-1, layer.E),
+                        layer.W1, layer.b1, layer.W2, layer.b2)
+    return y.reshape(B, L, d)
+
+
+def _candidates(E: int, k: int, d: int, tokens: int, device: str, impl: str = "torch") -> dict:
+    torch.manual_seed(0)
+    L = 64
+    B = tokens // L
+    x = torch.randn(B, L, d, device=device, requires_grad=True)
+    dense = DenseMLP(d).to(device)
+    layer = MoEFFN(d, MoECfg(num_experts=E, top_k=k, routing="race", gating="identity", kernel_impl=impl),
+                   num_tokens=L).to(device).train()
+    with torch.no_grad():
+        _, logits = layer.router(x)
+        mask, _ = R.route(logits, "race", k, True)
+        fm = mask.reshape(-1, E)
+        e_idx, t_idx = fm.t().nonzero(as_tuple=True)
+        counts = fm.sum(0)
+        gate = logits.reshape(-1, E)[t_idx, e_idx].clone()
+    gate.requires_grad_(True)
+    xf = x.detach().reshape(-1, d).clone().requires_grad_(True)
+
+    def run(fn):
+        def call():
+            out = fn()
+            out.sum().backward()
+            return out
+        return call
+
+    return {
+        "dense_mlp": run(lambda: dense(x)),
+        "moe_layer": run(lambda: layer(x)),
+        "moe_experts": run(lambda: moe_ffn(xf, t_idx, counts, gate, layer.W1, layer.b1, layer.W2, layer.b2,
+                                           impl=impl)),
+        "masked_loop": run(lambda: _loop_layer(layer, x)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="racedit.bench")
+    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", default=str(MEMBER / "results" / "bench.json"))
+    ap.add_argument("--gpu", action="store_true", help="CUDA: triton vs torch parity and timing")
+    args = ap.parse_args(argv)
+    if args.gpu:
+        return _gpu(args)
+    torch.set_num_threads(args.threads)
+    cases = {}
+    summary = {}
+    for E, k, d in CASES:
+        name = f"E={E} k={k} d={d} N={args.tokens}"
+        rows = compare(_candidates(E, k, d, args.tokens, "cpu"), baseline="dense_mlp", warmup=2, repeats=args.repeats)
+        cases[name] = rows
+        r = {row.name: row for row in rows}
+        summary[name] = {"moe_layer_vs_dense": r["moe_layer"].ratio, "experts_vs_dense": r["moe_experts"].ratio,
+                         "loop_vs_moe_layer": r["masked_loop"].median_ms / r["moe_layer"].median_ms}
+        print(f"## {name}\n{format_table(rows)}\n", flush=True)
+    cmd = f"cd raceDiT && OMP_NUM_THREADS={args.threads} uv run racedit bench  # = python -m racedit.bench " \
+          f"--tokens {args.tokens} --threads {args.threads} --repeats {args.repeats}"
+    write_bench(args.out, cases, command=cmd, extra={
+        "targets": "moe_layer <= 1.5x dense_mlp; masked_loop >= 2x moe_layer at E=32", "summary": summary})
+    if args.out == str(MEMBER / "results" / "bench.json"):
+        from reprokit.results import render_readme
+
+        if (MEMBER / "README.md").is_file():
+            render_readme(MEMBER, write=True)
+    return 0
+
+
+def _gpu(args) -> int:
+    if not torch.cuda.is_available():
+        print("--gpu needs CUDA", file=sys.stderr)
+        return 2
+    from .kernels import moe_ffn_torch
+    from .kernels.moe_triton import moe_ffn_triton
+
+    cases = {}
+    parity = {}
+    for E, k, d in CASES + [(32, 4, 1152)]:
+        torch.manual_seed(0)
+        N, h = args.tokens * 4, 4 * d // k
+        x = torch.randn(N, d, device="cuda", requires_grad=True)
+        logits = torch.randn(N, E, device="cuda")
+        mask, _ = R.route(logits.unsqueeze(0), "race", k, True)
+        fm = mask.reshape(-1, E)
+        e_idx, t_idx = fm.t().nonzero(as_tuple=True)
+        counts = fm.sum(0)
+        gate = logits[t_idx, e_idx].clone().requires_grad_(True)
+        W = [(torch.randn(E, d, h, device="cuda") / d ** 0.5).requires_grad_(), torch.zeros(E, h, device="cuda",
+             requires_grad=True), (torch.randn(E, h, d, device="cuda") / h ** 0.5).requires_grad_(),
+             torch.zeros(E, d, device="cuda", requires_grad=True)]
+        outs = {}
+        for name, fn in (("torch", moe_ffn_torch), ("triton", moe_ffn_triton)):
+            for p in (x, gate, *W):
+                p.grad = None
+            y = fn(x, t_idx, counts, gate, *W)
+            y.square().sum().backward()
+            outs[name] = [y.detach()] + [p.grad.clone() for p in (x, gate, *W)]
+        parity[f"E={E} k={k} d={d}"] = [float((a - b).abs().max() / (a.abs().max() + 1e-9))
+                                        for a, b in zip(outs["torch"], outs["triton"])]
+
+        def run(fn):
+            def call():
+                y = fn(x, t_idx, counts, gate, *W)
+                y.sum().backward()
+                return y
+            return call
+        cases[f"E={E} k={k} d={d} N={N}"] = compare({"torch": run(moe_ffn_torch), "triton": run(moe_ffn_triton)},
+                                                     baseline="torch", warmup=3, repeats=20)
+    out = MEMBER / "results" / "bench_gpu.json"
+    write_bench(out, cases, command="python -m racedit.bench --gpu", extra={"relative_max_err": parity})
+    print(parity)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
