@@ -112,6 +112,7 @@ class EvalCfg:
     seed: int = 1234
     fid: bool = True                # needs the trained classifier (`racedit classifier`)
     classifier_seed: int = 0
+    inception_weights: str = ""     # local pt_inception-2015-12-05 weights -> also standard Inception FID (pixel runs)
 
 
 @dataclass

@@ -139,6 +139,15 @@ def fid_metrics(samples: torch.Tensor, labels: torch.Tensor, real: ImageData, cf
             "fid_label": FID_LABEL, "n_fake": len(ff), "n_real": len(fr)}
 
 
+def inception_fid(samples: torch.Tensor, real: ImageData, cfg: Cfg) -> float:
+    """Standard Inception FID (pytorch-fid network from a local weights file; never downloads)."""
+    from reprokit.metrics.fid import InceptionFeatures, extract_features, fid_from_features
+
+    net = InceptionFeatures(cfg.eval.inception_weights)
+    return fid_from_features(extract_features(net, samples, batch_size=50),
+                             extract_features(net, real.images[: cfg.eval.fid_real_n], batch_size=50))
+
+
 def evaluate(model: DiT, diff: Diffusion, cfg: Cfg, out_dir: str | Path | None = None, grid_path=None) -> dict:
     real = load_data(cfg.data, "heldout", cfg.model.channels, cfg.model.image_size)
     res = heldout_loss(model, diff, real, cfg)
@@ -148,6 +157,8 @@ def evaluate(model: DiT, diff: Diffusion, cfg: Cfg, out_dir: str | Path | None =
         res["sampling_experts_per_token"] = per_step
         if cfg.eval.fid:
             res.update(fid_metrics(samples, labels, real, cfg))
+        if cfg.eval.inception_weights:
+            res["fid_inception"] = inception_fid(samples, real, cfg)
         if grid_path is not None:
             from reprokit.plots import save_image_grid
 

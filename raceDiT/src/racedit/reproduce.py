@@ -146,6 +146,9 @@ def run_reproduce(scale: str, out_dir: str | None = None) -> Path:
             rd = runs / f"{arm}_lr{best_lr:g}_s{seed}"
             gp = out / f"samples_{arm}.png" if seed == 0 and full else None
             jobs.append(((arm, seed), (cfg_path, ov + [f"train.lr={best_lr}", f"train.seed={seed}"], rd, True, gp)))
+    # runs that still need training first (finished grid runs are only evaluated), so workers do not
+    # sit waiting for the FID classifier while training could proceed
+    jobs.sort(key=lambda j: (j[1][2] / "eval_loss.json").is_file())
     per_seed: dict[str, dict[int, dict]] = {}
     for (arm, seed), res in _execute(jobs, workers):
         per_seed.setdefault(arm, {})[seed] = res
