@@ -58,7 +58,7 @@ def evaluate_vit(model, cfg: Cfg, data, split: str) -> dict:
         loss += float(F.cross_entropy(logits, y[i:i + 256], reduction="sum"))
         n += len(y[i:i + 256])
     model.train()
-    return {"top1": correct / n, "loss": loss / n}
+    return {"top1": correct / n, "loss": loss / n, "n": n}
 
 
 def cmd_evaluate(args) -> int:
