@@ -112,8 +112,11 @@ def run_plan(scale: str, out: Path) -> list[dict]:
     from .train import make_data
     plan = PLANS[scale]
     runs_dir = out / "arms"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
+    if scale == "smoke":  # seconds: always from scratch (only the long scales resume from runs.jsonl)
+        log.unlink(missing_ok=True)
+        shutil.rmtree(runs_dir, ignore_errors=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
     done = _done(log)
     records = list(done.values())
     cfg_dir = PKG_DIR / "configs"
