@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprokit.config import load_config
-
 from racedit.config import Cfg
 from racedit.model import DiT, param_counts
+from reprokit.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER = sorted(CONFIGS.glob("paper_*.yaml"))

@@ -73,7 +73,7 @@ def test_gating_functions():
 
 
 def test_similarity_loss_is_one_at_the_balanced_point():
-    E, k = 8, 2
+    E = 8
     # every pair of experts co-selected equally often, uniform router probabilities
     pairs = [(i, j) for i in range(E) for j in range(E) if i < j]
     M = torch.zeros(len(pairs) * 3, E, dtype=torch.bool)

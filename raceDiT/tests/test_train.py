@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from reprokit.checkpoint import CheckpointMismatch
-from reprokit.config import ConfigError, load_config
-from reprokit.runs import read_jsonl
-
 from racedit.config import Cfg, DataCfg, ModelCfg
 from racedit.data import load_data
 from racedit.model import DiT
 from racedit.train import load_trained, train
+from reprokit.checkpoint import CheckpointMismatch
+from reprokit.config import ConfigError, load_config
+from reprokit.runs import read_jsonl
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 

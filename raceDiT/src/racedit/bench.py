@@ -142,7 +142,7 @@ def _gpu(args) -> int:
         parity[f"E={E} k={k} d={d}"] = [float((a - b).abs().max() / (a.abs().max() + 1e-9))
                                         for a, b in zip(outs["torch"], outs["triton"])]
 
-        def run(fn):
+        def run(fn, x=x, t_idx=t_idx, counts=counts, gate=gate, W=W):
             def call():
                 y = fn(x, t_idx, counts, gate, *W)
                 y.sum().backward()

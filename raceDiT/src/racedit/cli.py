@@ -48,6 +48,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_sample(args) -> int:
     import torch
+
     from reprokit.plots import save_image_grid
 
     from .evaluate import generate

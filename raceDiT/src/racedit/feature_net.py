@@ -33,7 +33,6 @@ def default_path(seed: int = 0) -> Path:
 
 def train_feature_net(seed: int = 0, epochs: int = 10, lr: float = 3e-3, path: str | Path | None = None, force: bool = False) -> dict:
     """Train (or reuse the cached) classifier; returns the report (accuracy, sha256, path)."""
-    from reprokit.datasets import load_fashion_mnist
 
     path = Path(path) if path is not None else default_path(seed)
     report_path = path.with_suffix(".json")

@@ -92,7 +92,7 @@ class MoEFFN(nn.Module):
         cfg = self.cfg
         h, logits = self.router(x)
         gated = R.apply_gating(logits, cfg.gating)
-        if self.spans_batch and L != self.num_tokens:
+        if self.spans_batch and self.num_tokens != L:
             raise ValueError(f"MoE layer built for {self.num_tokens} tokens got {L}")
         mask, kth = R.route(gated, cfg.routing, self.k, self.training, cfg.eval_mode, self.tau)
         if self.training and self.spans_batch and kth is not None:

@@ -188,7 +188,7 @@ def run_reproduce(scale: str, out_dir: str | None = None) -> Path:
                               *[round(grid[lr][a]["heldout_loss"], 5) for a in plan["grid_arms"]]] for lr in grid],
                     "caption": "seed 0; the chosen LR is used for every arm"},
     }
-    race0, tc0 = per_seed["race"][0], per_seed["tc"][0]
+    race0 = per_seed["race"][0]
     nb = len(race0.get("experts_per_token_by_t", []))
     if nb:
         rows = []

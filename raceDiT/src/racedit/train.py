@@ -21,7 +21,7 @@ from reprokit.runs import MetricLogger, RunDir
 
 from . import routing as R
 from .config import Cfg
-from .data import load_data, batch_indices
+from .data import batch_indices, load_data
 from .diffusion import Diffusion
 from .model import DiT
 
