@@ -18,7 +18,8 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def _cfg(*ov):
-    return load_config(Cfg, str(SMOKE), ["train.log_every=1", "train.steps=8", *ov])
+    # torch path: conftest sets TRITON_INTERPRET=1, under which impl=auto would pick the (slow) interpreter
+    return load_config(Cfg, str(SMOKE), ["train.log_every=1", "train.steps=8", "model.moe.kernel_impl=torch", *ov])
 
 
 def _losses(run):
@@ -81,7 +82,8 @@ def test_cli_train_evaluate_sample(tmp_path):
     from racedit.cli import main
 
     run = tmp_path / "run"
-    assert main(["train", "--config", str(SMOKE), "--out-dir", str(run), "train.steps=6"]) == 0
+    assert main(["train", "--config", str(SMOKE), "--out-dir", str(run), "train.steps=6",
+                 "model.moe.kernel_impl=torch"]) == 0
     assert main(["evaluate", "--out-dir", str(run)]) == 0
     ev = json.loads((run / "eval.json").read_text())
     assert ev["heldout_loss"] > 0 and "experts_per_token_by_t" in ev
