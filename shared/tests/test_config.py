@@ -99,3 +99,14 @@ def test_cli_bad_key_exits_2_and_writes_nothing(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((out / "config.yaml").read_text()) == {"lr": 0.5}
+
+
+def test_fixed_length_tuple_field():
+    @dataclass
+    class T:
+        betas: tuple[float, float] = (0.9, 0.95)
+
+    cfg = load_config(T, None, ["betas=[0.8,0.99]"])
+    assert cfg.betas == (0.8, 0.99) and isinstance(cfg.betas[0], float)
+    with pytest.raises(ConfigError, match="2 items"):
+        load_config(T, None, ["betas=[0.8]"])

@@ -99,18 +99,6 @@ def _ours(conn: str, impl: str = "torch", device="cpu") -> nn.Module:
     return DecoderLM(ModelCfg(connection=conn, impl=impl, **SIZE)).to(device)
 
 
-def _add_environment(path: Path) -> Path:
-    """WORKAROUND (reprokit API mismatch): reprokit.results.render_bench reads an "environment" key that
-    reprokit.bench.write_bench does not write; add it so the README footer names the machine and versions."""
-    import json
-
-    from reprokit.results import environment_info
-    data = json.loads(path.read_text())
-    data["environment"] = environment_info(("hyper-connections",))
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
 def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True) -> Path:
     from reprokit.bench import compare, write_bench
 
@@ -146,8 +134,7 @@ def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True) -> Path:
              "during the timed calls (0 once the allocator has cached the memory); see saved_activation_mb"}
     out = write_bench(PKG_DIR / "results" / "bench.json", cases,
                       command=f"uv run --group bench python -m hyperfrac.bench --repeats {repeats}"
-                      + ("" if compiled else " --no-compile"), extra=extra)
-    _add_environment(out)
+                      + ("" if compiled else " --no-compile"), extra=extra, packages=("hyper-connections",))
     print("saved activations (MB):", act)
     for case, rows in cases.items():
         print(case)
@@ -185,9 +172,8 @@ def run_gpu(repeats: int = 30) -> Path:
             {"Pre-Norm": _step_fn(_ours("prenorm", "torch", dev), x),
              f"{conn} torch": _step_fn(_ours(conn, "torch", dev), x),
              f"{conn} triton": _step_fn(_ours(conn, "triton", dev), x)}, baseline="Pre-Norm", repeats=repeats)
-    return _add_environment(write_bench(PKG_DIR / "results" / "bench_gpu.json", cases,
-                                        command="uv run python -m hyperfrac.bench --gpu",
-                                        extra={"parity": parity, "model": SIZE}))
+    return write_bench(PKG_DIR / "results" / "bench_gpu.json", cases, command="uv run python -m hyperfrac.bench --gpu",
+                       extra={"parity": parity, "model": SIZE})
 
 
 def main(argv=None) -> int:

@@ -201,13 +201,26 @@ def hardware_info() -> dict[str, Any]:
     return info
 
 
+def _dist_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def write_bench(
     path: str | Path,
     cases: Mapping[str, list[BenchRow]],
     command: str = "",
     extra: dict[str, Any] | None = None,
+    packages: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``{"command", "date", "hardware", "versions", "cases": {case: [rows]}, "extra"}`` JSON."""
+    """Write ``{"command", "date", "hardware", "versions", "cases": {case: [rows]}, "extra"}`` JSON.
+
+    ``packages``: further distributions whose versions are recorded (e.g. a peer implementation).
+    """
     data = {
         "command": command,
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -216,6 +229,7 @@ def write_bench(
             "python": sys.version.split()[0],
             "torch": torch.__version__,
             "numpy": np.__version__,
+            **{p: _dist_version(p) for p in packages},
         },
         "cases": {case: [asdict(r) for r in rows] for case, rows in cases.items()},
         "extra": extra or {},

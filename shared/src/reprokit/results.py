@@ -194,12 +194,17 @@ def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
     return "\n".join([head, sep, *body])
 
 
+def _exact(v: Any) -> Any:
+    """Paper numbers are shown exactly as written in reported.yaml (no rounding)."""
+    return repr(v) if isinstance(v, float) else v
+
+
 def render_reported_table(reported: dict, table_id: str) -> str:
     tables = {t["id"]: t for t in reported["tables"]}
     if table_id not in tables:
         raise ResultsError(f"reported.yaml has no table {table_id!r}; tables: {sorted(tables)}")
     t = tables[table_id]
-    rows = [[r["label"], *(r["values"].get(c) for c in t["columns"])] for r in t["rows"]]
+    rows = [[r["label"], *(_exact(r["values"].get(c)) for c in t["columns"])] for r in t["rows"]]
     flags = f" Flags: {', '.join(t['flags'])}." if t["flags"] else ""
     title = f" {t['title']}." if t.get("title") else ""
     note = f" {t['note']}" if t.get("note") else ""
@@ -229,11 +234,13 @@ def render_bench(bench: dict) -> str:
         body = [[r["name"], r["median_ms"], r.get("p25_ms"), r.get("p75_ms"), r.get("peak_mem_mb"),
                  f"{r['ratio']:.2f}x" if r.get("ratio") is not None else None] for r in rows]
         parts.append(f"**{case}**\n\n" + markdown_table(cols, body))
-    env = bench.get("environment", {})
-    hw = env.get("hardware", {})
-    footer = (f"Command: `{bench.get('command', '?')}` — {hw.get('cuda') or hw.get('processor', '?')}, "
-              f"{hw.get('torch_threads', '?')} threads, torch {env.get('packages', {}).get('torch', '?')}, "
-              f"{env.get('date', '?')}.")
+    hw = bench.get("hardware", {})
+    ver = bench.get("versions", {})
+    machine = hw.get("gpu") or hw.get("cpu", "?")
+    extra_versions = ", ".join(f"{k} {v}" for k, v in ver.items() if k not in ("python", "torch", "numpy"))
+    footer = (f"Command: `{bench.get('command', '?')}` — {machine}, {hw.get('torch_threads', '?')} threads, "
+              f"torch {ver.get('torch', '?')}{', ' + extra_versions if extra_versions else ''}, "
+              f"{str(bench.get('date', '?'))[:10]}.")
     return "\n\n".join([*parts, footer])
 
 
