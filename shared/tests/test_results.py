@@ -15,6 +15,7 @@ tables:
     rows:
       - {label: dense, values: {FID: 10.5, IS: 100.0}}
       - {label: moe, values: {FID: 9.25}}
+      - {label: race, values: {FID: "2.10", IS: 7}}
     version: "v1"
     flags: [unverified]
 """
@@ -65,7 +66,9 @@ def test_render_readme_roundtrip(tmp_path):
         "<!-- BEGIN claims:small -->\n<!-- END claims:small -->\n<!-- BEGIN bench -->\n<!-- END bench -->\n")
     out = render_readme(tmp_path, write=True)
     assert "stale" not in out
-    assert "| dense | 10.50 | 100.0 |" in out and "| moe | 9.25 | – |" in out
+    # paper numbers exactly as written: no rounding, quoted strings keep trailing zeros
+    assert "| dense | 10.5 | 100.0 |" in out and "| moe | 9.25 | – |" in out
+    assert "| race | 2.10 | 7 |" in out
     assert "unverified" in out and "0000.00001v1" in out
     assert "| moe | 2.50 |" in out and "**reproduced**" in out and "toy bench" in out
     assert render_readme(tmp_path) == out  # idempotent
