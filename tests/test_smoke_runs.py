@@ -12,7 +12,8 @@ from reprokit.results import load_results
 
 
 def _env():
-    env = dict(os.environ)
+    # member conftests set TRITON_INTERPRET=1 for their parity tests; a run must not inherit it
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 

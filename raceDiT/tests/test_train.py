@@ -18,7 +18,7 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 
 def _cfg(*ov):
-    # torch path: conftest sets TRITON_INTERPRET=1, under which impl=auto would pick the (slow) interpreter
+    # explicit torch path (auto would pick it too on CPU; the interpreter is never chosen implicitly)
     return load_config(Cfg, str(SMOKE), ["train.log_every=1", "train.steps=8", "model.moe.kernel_impl=torch", *ov])
 
 

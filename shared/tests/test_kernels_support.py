@@ -25,7 +25,8 @@ def test_interpreter_enables_triton(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if triton_available():
         assert resolve_impl("triton", "cpu") == "triton"
-        assert resolve_impl("auto", "cpu") == "triton"
+        # the interpreter is only for explicit parity tests: auto stays on the fast reference path
+        assert resolve_impl("auto", "cpu") == "torch"
     else:
         with pytest.raises(KernelUnavailable, match="not installed"):
             resolve_impl("triton", "cpu")

@@ -5,7 +5,9 @@ Every kernel in this repo has a PyTorch reference and is dispatched by ``impl``:
 * ``"torch"``  -> the reference, always available;
 * ``"triton"`` -> the Triton kernel; raises :class:`KernelUnavailable` where it cannot run
   (no triton, or tensors not on CUDA while ``TRITON_INTERPRET`` is unset) - never a silent fallback;
-* ``"auto"``   -> Triton on CUDA (or under ``TRITON_INTERPRET=1``), the reference otherwise.
+* ``"auto"``   -> Triton for CUDA tensors, the reference otherwise. The interpreter never makes
+  ``auto`` pick Triton: it is a testing device (NumPy emulation, orders of magnitude slower), used
+  only where ``impl="triton"`` is asked for explicitly.
 
 The interpreter (``TRITON_INTERPRET=1``) emulates kernels with NumPy on the CPU; it must be set
 before ``triton`` is imported, which is why tests set it in a conftest or a subprocess.
@@ -54,4 +56,4 @@ def resolve_impl(impl: str, device: torch.device | str | None = None) -> Literal
             raise KernelUnavailable(f"impl='triton' needs CUDA tensors (got device {dev}) or "
                                     "TRITON_INTERPRET=1 set before triton is imported; use impl='torch'")
         return "triton"
-    return "triton" if can_run else "torch"
+    return "triton" if (triton_available() and dev.type == "cuda") else "torch"
