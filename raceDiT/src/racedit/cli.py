@@ -1,4 +1,4 @@
-"""``racedit train|evaluate|sample|reproduce|bench|classifier``."""
+"""``racedit train|evaluate|sample|reproduce|bench|classifier|encode-latents``."""
 
 from __future__ import annotations
 
@@ -91,9 +91,36 @@ def cmd_classifier(args) -> int:
     return 0
 
 
+def cmd_encode_latents(args) -> int:
+    import torch
+
+    from .encode import encode_folder
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if not args.vae or not args.images or not args.out_dir:
+        raise SystemExit("racedit encode-latents: error: --vae, --images and --out-dir are required")
+    meta = encode_folder(args.vae, args.images, args.out_dir, image_size=args.image_size,
+                         shard_size=args.shard_size, batch_size=args.batch_size, mode=args.mode,
+                         seed=args.seed, device=device)
+    print(json.dumps(meta, indent=1))
+    return 0
+
+
+def _encode_args(p) -> None:
+    p.add_argument("--vae", help="local diffusers AutoencoderKL folder (config.json + weights)")
+    p.add_argument("--images", help="ImageFolder of one split: <images>/<class>/<file>")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--mode", default="sample", choices=["sample", "mean"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
+
+
 main = build_cli(prog="racedit", commands={
     "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "reproduce": cmd_reproduce,
-    "bench": cmd_bench, "classifier": cmd_classifier})
+    "bench": cmd_bench, "classifier": cmd_classifier, "encode-latents": cmd_encode_latents},
+    extra_args={"encode-latents": _encode_args})
 
 if __name__ == "__main__":
     main()
