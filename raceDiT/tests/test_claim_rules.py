@@ -1,6 +1,6 @@
 """The status rules behind the README's claim table (racedit.reproduce)."""
 
-from racedit.reproduce import _compare, _noise
+from racedit.reproduce import _compare, _noise, _status
 
 
 def test_compare_counts_gaps_within_seed_spread_as_ties():
@@ -18,3 +18,9 @@ def test_noise_uses_only_multi_seed_arms():
     assert _noise(st, {"race": 2, "tc": 2, "dense": 1}, "loss") == 0.05
     assert _noise(st, {"race": 2, "tc": 1, "dense": 1}, "loss") == 0.02
     assert _noise(st, {"race": 1, "tc": 1, "dense": 1}, "loss") == 0.0
+
+
+def test_status_of_a_claim_over_several_comparisons():
+    assert _status(["better", "better"]) == "reproduced"
+    assert _status(["better", "tie"]) == "inconclusive"
+    assert _status(["better", "worse", "tie"]) == "not reproduced"

@@ -53,20 +53,27 @@ def _fashion(split: str, cfg: DataCfg) -> ImageData:
     return ImageData(pad_images(t, cfg.pad_to), torch.from_numpy(y).long(), 10)
 
 
-def _folder(path: str, split: str, channels: int, size: int) -> ImageData:
-    from PIL import Image
-
-    root = Path(path)
+def list_image_folder(root: Path, what: str = "data.path") -> tuple[list[str], list[tuple[Path, int]]]:
+    """ImageFolder layout ``<root>/<class>/<image>``: (sorted class names, [(file, class index)]).
+    ``what`` names the user's option in the errors."""
     if not root.is_dir():
-        raise FileNotFoundError(f"data.path {path!r} is not a folder")
-    if (root / split).is_dir():
-        root = root / split
+        raise FileNotFoundError(f"{what} {str(root)!r} is not a folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
              if f.suffix.lower() in IMAGE_EXTS]
     if not files:
-        raise FileNotFoundError(f"data.path {str(root)!r} holds no images (expected <root>/<class>/<image>"
+        raise FileNotFoundError(f"{what} {str(root)!r} holds no images (expected <root>/<class>/<image>"
                                 f" with extensions {sorted(IMAGE_EXTS)})")
+    return classes, files
+
+
+def _folder(path: str, split: str, channels: int, size: int) -> ImageData:
+    from PIL import Image
+
+    root = Path(path)
+    if (root / split).is_dir():
+        root = root / split
+    classes, files = list_image_folder(root)
     mode = "L" if channels == 1 else "RGB"
     arr = np.stack([np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC)) for f, _ in files])
     t = torch.from_numpy(arr).float().div(127.5).sub(1.0)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import IMAGE_EXTS
+from .data import list_image_folder
 
 
 def center_crop(img, size: int):
@@ -51,18 +51,6 @@ def load_vae(path: str, device: str = "cpu"):
     return AutoencoderKL.from_pretrained(str(p), local_files_only=True).to(device).eval()
 
 
-def _list_images(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"--images {str(root)!r} is not a folder")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-             if f.suffix.lower() in IMAGE_EXTS]
-    if not files:
-        raise FileNotFoundError(f"--images {str(root)!r} holds no images (expected <root>/<class>/<image> "
-                                f"with extensions {sorted(IMAGE_EXTS)})")
-    return classes, files
-
-
 def _save_shard(path: Path, latents: np.ndarray, labels: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")  # not *.npz: a crash never leaves a shard the reader would take
     with open(tmp, "wb") as f:
@@ -83,7 +71,7 @@ def encode_folder(vae_path: str, images: str, out: str, image_size: int = 256, s
 
     from reprokit.runs import progress as pbar
 
-    classes, files = _list_images(Path(images))
+    classes, files = list_image_folder(Path(images), "--images")
     vae = load_vae(vae_path, device)
     sf = float(getattr(vae.config, "scaling_factor", 0.18215))
     gen = torch.Generator(device=device).manual_seed(seed)

@@ -124,6 +124,13 @@ def _compare(a: dict, b: dict, key: str, lower_better: bool = True, noise: float
     return "better" if gap > 0 else "worse"
 
 
+def _status(res: list[str]) -> str:
+    """A claim over several comparisons: reproduced if all 'better', not reproduced if any 'worse'."""
+    if all(r == "better" for r in res):
+        return "reproduced"
+    return "not reproduced" if any(r == "worse" for r in res) else "inconclusive"
+
+
 def run_reproduce(scale: str, out_dir: str | None = None) -> Path:
     if scale not in PLANS:
         raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(PLANS)}")
@@ -249,16 +256,14 @@ def _claims(st: dict, per_seed: dict, n_of: dict) -> list[dict]:
     noise = {k: _noise(st, n_of, k) for k in keys}
     nz = ", ".join(f"{k} {noise[k]:.4g}" for k in keys)
     res = [_compare(st["race"], st[b], k) for b in ("tc", "ec") for k in keys]
-    status = "reproduced" if all(r == "better" for r in res) else (
-        "not reproduced" if any(r == "worse" for r in res) else "inconclusive")
+    status = _status(res)
     claims.append({"id": "race_beats_tc_ec", "paper_ref": "Table 1, Table 6",
                    "claim": "Expert Race beats token choice and expert choice at equal activated parameters",
                    "status": status,
                    "evidence": "; ".join(f"{k}: " + ", ".join(ev(a, k) for a in ("race", "tc", "ec")) for k in keys)
                    + f" (race vs tc/ec per metric: {res})"})
     res = [_compare(st["race_full"], st["race"], k, noise=noise[k]) for k in keys]
-    status = "reproduced" if all(r == "better" for r in res) else (
-        "not reproduced" if any(r == "worse" for r in res) else "inconclusive")
+    status = _status(res)
     claims.append({"id": "full_recipe_beats_race", "paper_ref": "Table 3",
                    "claim": "Race + PLR + RSL beats plain Race", "status": status,
                    "evidence": "; ".join(f"{k}: {ev('race_full', k)} vs {ev('race', k)}" for k in keys)
@@ -291,8 +296,7 @@ def _claims(st: dict, per_seed: dict, n_of: dict) -> list[dict]:
     res = [_compare(st["race_full"], st["dense"], k, noise=noise[k]) for k in keys]
     claims.append({"id": "moe_beats_dense", "paper_ref": "Table 4",
                    "claim": "The Race MoE (full recipe) beats the dense DiT at equal activated parameters",
-                   "status": "reproduced" if all(x == "better" for x in res) else (
-                       "not reproduced" if any(x == "worse" for x in res) else "inconclusive"),
+                   "status": _status(res),
                    "evidence": "; ".join(f"{k}: {ev('race_full', k)} vs {ev('dense', k)}" for k in keys)
                    + f" (gaps within the seed noise [{nz}] count as ties) {res}"})
     return claims
