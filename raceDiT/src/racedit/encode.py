@@ -92,7 +92,7 @@ def encode_folder(vae_path: str, images: str, out: str, image_size: int = 256, s
         latent_c = z.shape[1]
         buf_z.append((z * sf).float().cpu().numpy())  # (B, 4, S/8, S/8)
         buf_y.extend(i for _, i in chunk)
-        while sum(len(b) for b in buf_z) >= shard_size:
+        while len(buf_y) >= shard_size:
             allz = np.concatenate(buf_z)
             _save_shard(dst / f"shard_{n_shards:05d}.npz", allz[:shard_size], np.array(buf_y[:shard_size]))
             n_shards += 1

@@ -255,7 +255,7 @@ def _claims(st: dict, per_seed: dict, n_of: dict) -> list[dict]:
     keys = ["heldout_loss"] + (["fid"] if has_fid else [])
     noise = {k: _noise(st, n_of, k) for k in keys}
     nz = ", ".join(f"{k} {noise[k]:.4g}" for k in keys)
-    res = [_compare(st["race"], st[b], k) for b in ("tc", "ec") for k in keys]
+    res = [_compare(st["race"], st[b], k, noise=noise[k]) for b in ("tc", "ec") for k in keys]
     status = _status(res)
     claims.append({"id": "race_beats_tc_ec", "paper_ref": "Table 1, Table 6",
                    "claim": "Expert Race beats token choice and expert choice at equal activated parameters",
