@@ -5,11 +5,13 @@ import torch
 import torch.nn as nn
 
 from reprokit.checkpoint import (
+    CheckpointError,
     CheckpointMismatch,
     check_config_compatible,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 from reprokit.dist import seed_everything
 
@@ -107,3 +109,56 @@ def test_empty_root(tmp_path):
     assert load_checkpoint(tmp_path) is None
     os.makedirs(tmp_path / ".tmp-step_00000003-1")
     assert latest_checkpoint(tmp_path) is None
+
+
+def _two_checkpoints(root):
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_checkpoint(root, 1, model, ema=model, optimizer=opt, keep_last=None)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    save_checkpoint(root, 2, model, ema=model, optimizer=opt, keep_last=None)
+    return model
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "ema.safetensors", "optim.pt", "state.json"])
+@pytest.mark.parametrize("how", ["truncate", "flip", "delete"])
+def test_corrupt_newest_checkpoint_falls_back(tmp_path, capsys, name, how):
+    _two_checkpoints(tmp_path)
+    f = tmp_path / "step_00000002" / name
+    data = f.read_bytes()
+    if how == "truncate":
+        f.write_bytes(data[: len(data) // 2])
+    elif how == "flip":
+        f.write_bytes(data[:-9] + bytes([data[-9] ^ 0xFF]) + data[-8:])
+    else:
+        f.unlink()
+    ck = load_checkpoint(tmp_path)
+    assert ck is not None and ck.step == 1
+    err = capsys.readouterr().err
+    assert "step_00000002" in err and "step_00000001" in err
+    with pytest.raises(CheckpointError, match=name if how != "delete" or name != "state.json" else "state"):
+        load_checkpoint(tmp_path / "step_00000002")
+
+
+def test_no_complete_checkpoint_refuses_to_restart(tmp_path):
+    _two_checkpoints(tmp_path)
+    for step in (1, 2):
+        f = tmp_path / f"step_{step:08d}" / "optim.pt"
+        f.write_bytes(f.read_bytes()[:10])
+    with pytest.raises(CheckpointError, match="no complete checkpoint") as e:
+        load_checkpoint(tmp_path)
+    assert "step_00000001" in str(e.value) and "step_00000002" in str(e.value)
+    assert load_checkpoint(tmp_path / "nothing-here") is None  # no checkpoint at all: start from scratch
+
+
+def test_state_json_records_digests(tmp_path):
+    import json
+
+    _two_checkpoints(tmp_path)
+    meta = json.loads((tmp_path / "step_00000002" / "state.json").read_text())
+    assert set(meta["files"]) == {"model.safetensors", "ema.safetensors", "optim.pt"}
+    for name, rec in meta["files"].items():
+        assert rec["bytes"] == (tmp_path / "step_00000002" / name).stat().st_size
+        assert len(rec["sha256"]) == 64
+    assert verify_checkpoint(tmp_path / "step_00000002")["step"] == 2

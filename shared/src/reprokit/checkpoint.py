@@ -5,18 +5,24 @@ Layout of one checkpoint ``<root>/step_00000100/``::
     model.safetensors   model weights (shared/tied tensors stored once, restored by load_state_dict)
     ema.safetensors     EMA weights (optional)
     optim.pt            optimizer / scheduler state dicts and RNG states (torch.load(weights_only=True))
-    state.json          step, free-form run state, the resolved config, file list
+    state.json          step, free-form run state, the resolved config, and the sha256 and size of
+                        every other file (written last)
 
 It is written into ``<root>/.tmp-step_...`` and renamed into place, so a crash mid-save leaves
-the previous checkpoint untouched; incomplete folders are never returned by ``latest_checkpoint``.
+the previous checkpoint untouched. Loading verifies every file against ``state.json``: a corrupt or
+partial newest checkpoint is reported and :func:`load_checkpoint` falls back to the newest complete
+one; when checkpoints exist but none is complete it raises :class:`CheckpointError` (a run never
+silently restarts from scratch).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,14 +31,28 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["Checkpoint", "CheckpointMismatch", "save_checkpoint", "load_checkpoint",
-           "latest_checkpoint", "check_config_compatible", "rng_state", "set_rng_state"]
+from .errors import UserError
+
+__all__ = ["Checkpoint", "CheckpointMismatch", "CheckpointError", "save_checkpoint", "load_checkpoint",
+           "latest_checkpoint", "verify_checkpoint", "check_config_compatible", "rng_state", "set_rng_state"]
 
 _PREFIX = "step_"
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(UserError, ValueError):
     """A checkpoint does not belong to the current configuration."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint folder is corrupt or partial (the message names the folder and the file)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def rng_state() -> dict:
@@ -140,11 +160,15 @@ def save_checkpoint(root: str | Path, step: int, model: Any, ema: Any = None, op
         blob["scheduler"] = scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler
     torch.save(blob, tmp / "optim.pt")
     files.append("optim.pt")
-    meta = {"step": int(step), "state": state or {}, "config": config, "files": files}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
-    for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
-        with open(f, "rb") as fh:
+    for f in files:  # make the bytes durable before state.json vouches for them
+        with open(tmp / f, "rb") as fh:
             os.fsync(fh.fileno())
+    manifest = {f: {"sha256": _sha256(tmp / f), "bytes": (tmp / f).stat().st_size} for f in files}
+    meta = {"step": int(step), "state": state or {}, "config": config, "files": manifest}
+    with open(tmp / "state.json", "w") as fh:  # written last: its presence means the rest is complete
+        fh.write(json.dumps(meta, indent=1, default=str))
+        fh.flush()
+        os.fsync(fh.fileno())
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -169,23 +193,86 @@ def _complete(root: Path) -> list[Path]:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest checkpoint folder under ``root`` that has a ``state.json`` (not verified)."""
     c = _complete(Path(root))
     return c[-1] if c else None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint | None:
-    """Load a checkpoint folder, or the newest complete one under a root; None if there is none."""
+def _read_meta(p: Path) -> dict:
+    try:
+        meta = json.loads((p / "state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{p / 'state.json'}: unreadable ({e})") from e
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise CheckpointError(f"{p / 'state.json'}: not a checkpoint state (no 'step')")
+    return meta
+
+
+def verify_checkpoint(path: str | Path) -> dict:
+    """Check every file of a checkpoint folder against the sizes and sha256 in its ``state.json``;
+    return the parsed state or raise :class:`CheckpointError` naming the bad file."""
     p = Path(path)
-    if not (p / "state.json").is_file():
-        p = latest_checkpoint(p)
-        if p is None:
-            return None
-    meta = json.loads((p / "state.json").read_text())
-    blob = torch.load(p / "optim.pt", map_location=map_location, weights_only=True)
-    ema = _load_tensors(p / "ema.safetensors") if (p / "ema.safetensors").is_file() else None
-    return Checkpoint(path=p, step=meta["step"], model=_load_tensors(p / "model.safetensors"), ema=ema,
+    meta = _read_meta(p)
+    files = meta.get("files", [])
+    if isinstance(files, list):  # written before manifests existed: presence only
+        files = {f: None for f in files}
+    for name, rec in files.items():
+        f = p / name
+        if not f.is_file():
+            raise CheckpointError(f"{f}: missing (listed in state.json)")
+        if rec is None:
+            continue
+        size = f.stat().st_size
+        if size != rec["bytes"]:
+            raise CheckpointError(f"{f}: {size} bytes, state.json records {rec['bytes']} (truncated or replaced)")
+        if _sha256(f) != rec["sha256"]:
+            raise CheckpointError(f"{f}: sha256 differs from state.json (corrupt)")
+    return meta
+
+
+def _load_folder(p: Path, map_location) -> Checkpoint:
+    meta = verify_checkpoint(p)
+    try:
+        blob = torch.load(p / "optim.pt", map_location=map_location, weights_only=True)
+        ema = _load_tensors(p / "ema.safetensors") if (p / "ema.safetensors").is_file() else None
+        model = _load_tensors(p / "model.safetensors")
+    except Exception as e:  # unreadable although the digests matched (e.g. a pre-manifest checkpoint)
+        raise CheckpointError(f"{p}: cannot be read ({type(e).__name__}: {e})") from e
+    return Checkpoint(path=p, step=meta["step"], model=model, ema=ema,
                       optimizer=blob.get("optimizer"), scheduler=blob.get("scheduler"),
                       state=meta.get("state", {}), config=meta.get("config"), rng=blob.get("rng"))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint | None:
+    """Load a checkpoint folder, or the newest *complete* one under a root.
+
+    A root without any checkpoint gives None (start from scratch). Under a root, a corrupt or partial
+    checkpoint is reported on stderr and the next older one is tried; if checkpoints exist but none is
+    complete, :class:`CheckpointError` lists each and why. A checkpoint folder given directly must be
+    complete.
+    """
+    p = Path(path)
+    if (p / "state.json").is_file() or p.name.startswith(_PREFIX):
+        return _load_folder(p, map_location)
+    candidates = _complete(p)
+    partial = sorted(q for q in p.glob(f"{_PREFIX}*") if q.is_dir() and q not in candidates) if p.is_dir() else []
+    problems = [f"{q}: no state.json (partial)" for q in partial]
+    for q in reversed(candidates):
+        try:
+            ck = _load_folder(q, map_location)
+        except CheckpointError as e:
+            problems.append(str(e))
+            print(f"warning: skipping checkpoint {q.name}: {e}", file=sys.stderr, flush=True)
+            continue
+        newer = [x for x in problems if not x.startswith(str(q))]
+        if newer:
+            print(f"warning: resuming from {q.name}, the newest complete checkpoint under {p} "
+                  f"(skipped: {'; '.join(newer)})", file=sys.stderr, flush=True)
+        return ck
+    if problems:
+        raise CheckpointError(f"no complete checkpoint under {p}; refusing to restart from scratch "
+                              f"(delete the folder to do so): " + "; ".join(problems))
+    return None
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

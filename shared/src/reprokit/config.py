@@ -17,12 +17,14 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from .errors import UserError
+
 T = TypeVar("T")
 
 __all__ = ["ConfigError", "load_config", "from_dict", "to_dict", "save_config", "parse_overrides"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem the user must fix (unknown key, wrong type, bad file)."""
 
 

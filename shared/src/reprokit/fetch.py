@@ -42,6 +42,8 @@ from typing import Literal
 
 from tqdm import tqdm
 
+from .errors import UserError
+
 __all__ = [
     "REGISTRY",
     "Artifact",
@@ -67,7 +69,7 @@ MARKER = ".reprokit-fetch.json"
 """File written inside every completed artefact directory (which source, which checksums)."""
 
 
-class FetchError(RuntimeError):
+class FetchError(UserError, RuntimeError):
     """No source could provide an artefact; the message lists every source tried and why it failed."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -15,7 +17,7 @@ from .dist import barrier, is_main
 
 T = TypeVar("T")
 
-__all__ = ["RunDir", "MetricLogger", "progress", "read_jsonl"]
+__all__ = ["RunDir", "MetricLogger", "progress", "read_jsonl", "exclusive"]
 
 
 class RunDir:
@@ -107,11 +109,91 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return out
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "",
-             disable: bool | None = None, **kwargs: Any) -> Iterator[T]:
-    """A tqdm bar on rank 0 when stderr is a terminal; silent elsewhere (logs, CI, other ranks)."""
-    if disable is None:
-        disable = not (is_main() and sys.stderr.isatty())
-    from tqdm.auto import tqdm
+def _fmt_s(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
 
-    return iter(tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, **kwargs))
+
+def _periodic(iterable: Iterable[T], total: int | None, desc: str, every_s: float) -> Iterator[T]:
+    """Plain-text progress for logs: one line every ``every_s`` seconds with the rate and an ETA."""
+    t0 = last = time.time()
+    i = 0
+    for i, x in enumerate(iterable, 1):
+        yield x
+        now = time.time()
+        if now - last >= every_s:
+            last = now
+            el = now - t0
+            if total:
+                eta = el / i * (total - i)
+                print(f"{desc}: {i}/{total} ({100 * i / total:.0f}%) elapsed {_fmt_s(el)} ETA {_fmt_s(eta)}",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"{desc}: {i} done, elapsed {_fmt_s(el)}", file=sys.stderr, flush=True)
+    if i and time.time() - t0 >= every_s:
+        print(f"{desc}: {i}{f'/{total}' if total else ''} done in {_fmt_s(time.time() - t0)}",
+              file=sys.stderr, flush=True)
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "",
+             disable: bool | None = None, every_s: float = 30.0, **kwargs: Any) -> Iterator[T]:
+    """Progress of a long loop on rank 0: a tqdm bar (with ETA) when stderr is a terminal, otherwise a
+    plain line every ``every_s`` seconds (elapsed, ETA) so logs show it too; silent on other ranks."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if disable is None:
+        disable = not is_main()
+    if disable:
+        return iter(iterable)
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        return iter(tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, **kwargs))
+    return _periodic(iterable, total, desc or "progress", every_s)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, what: str, every_s: float = 30.0, poll_s: float = 2.0) -> Iterator[None]:
+    """Hold ``lock_path`` (created atomically, holding our pid) for the duration of the block.
+
+    While another live process holds it, says so on stderr now and every ``every_s`` seconds (who,
+    for how long); a lock left by a dead process is taken over."""
+    lock = Path(lock_path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    last = 0.0
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and not _pid_alive(pid):
+                lock.unlink(missing_ok=True)  # stale: its holder died
+                continue
+            now = time.time()
+            if now - last >= every_s or last == 0.0:
+                last = now
+                print(f"waiting for {what}: {lock} is held by pid {pid or '?'} "
+                      f"(waited {_fmt_s(now - t0)})", file=sys.stderr, flush=True)
+            time.sleep(poll_s)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -8,14 +8,16 @@ Recipe (deterministic on CPU):
    -- images are float ``(N, C, H, W)`` in [-1, 1], labels int64 ``(N,)``. Report the returned
    ``test_accuracy`` next to every FID number (a feature net that does not classify well gives a
    meaningless distance).
-3. ``sha = save_classifier(net, "feature_net.safetensors")`` -- the architecture is stored in the
-   safetensors metadata and the SHA-256 of the file is returned (and written to ``<path>.sha256``);
-   record it with the results so the same features can be recomputed.
-4. ``net = load_classifier(path, expected_sha256=sha)``; then
+3. ``digest = save_classifier(net, "feature_net.safetensors")`` -- the architecture is stored in the
+   safetensors metadata; the returned digest identifies the *network*, not the file: SHA-256 over the
+   tensors' names, dtypes, shapes and bytes (:func:`state_dict_sha256`), so the same weights written
+   twice (different metadata or serialisation) have the same identity. It is also written to
+   ``<path>.sha256``; record it with the results so the same features can be recomputed.
+4. ``net = load_classifier(path, expected_sha256=digest)`` (checks the tensor digest); then
    ``extract_features(net.features, images)`` gives ``(N, feat_dim)`` penultimate activations.
 
 **FID computed with this network is "non-standard FID"**: it is only comparable between runs that
-use the very same network weights (same sha256), never with the Inception FID numbers of papers.
+use the very same network weights (same tensor digest), never with the Inception FID numbers of papers.
 """
 
 from __future__ import annotations
@@ -125,7 +127,10 @@ def train_classifier(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     loss_sum, seen, step = 0.0, 0, 0
-    for _ in range(epochs):
+    from ..runs import progress
+
+    for _ in progress(range(epochs), total=epochs, desc=f"feature classifier ({steps_per_epoch} steps/epoch)",
+                      every_s=20.0):
         model.train()
         perm = torch.randperm(n, generator=gen)
         loss_sum, seen = 0.0, 0
@@ -162,7 +167,7 @@ def state_dict_sha256(model: nn.Module | dict[str, torch.Tensor]) -> str:
     for k in sorted(sd):
         t = sd[k].detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -177,15 +182,17 @@ def file_sha256(path: str | Path) -> str:
 
 def save_classifier(model: SmallClassifier, path: str | Path, meta: dict[str, Any] | None = None) -> str:
     """Write the weights as safetensors (architecture + ``meta`` in the metadata); returns the
-    file's SHA-256, which is also written to ``<path>.sha256``."""
+    network's identity, :func:`state_dict_sha256` of its tensors (also written to ``<path>.sha256``)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"config": json.dumps(model.config), "meta": json.dumps(meta or {})}
-    save_file(sd, str(path), metadata=metadata)
-    sha = file_sha256(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    sha = state_dict_sha256(sd)
     path.with_name(path.name + ".sha256").write_text(f"{sha}  {path.name}\n")
     return sha
 
@@ -195,20 +202,22 @@ def load_classifier(
 ) -> SmallClassifier:
     """Rebuild a :class:`SmallClassifier` saved by :func:`save_classifier` (eval mode).
 
-    Raises ValueError if ``expected_sha256`` is given and the file's digest differs.
+    Raises ValueError if ``expected_sha256`` is given and the tensors' digest
+    (:func:`state_dict_sha256`) differs.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
-    if expected_sha256 is not None:
-        sha = file_sha256(path)
-        if sha != expected_sha256:
-            raise ValueError(f"{path}: sha256 {sha} != expected {expected_sha256}")
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
     if "config" not in metadata:
         raise ValueError(f"{path} has no SmallClassifier config in its metadata")
+    sd = load_file(str(path))
+    if expected_sha256 is not None:
+        sha = state_dict_sha256(sd)
+        if sha != expected_sha256:
+            raise ValueError(f"{path}: tensor digest {sha} != expected {expected_sha256} (other weights)")
     model = SmallClassifier(**json.loads(metadata["config"]))
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(sd)
     return model.to(device).eval()

@@ -120,6 +120,9 @@ def kid_from_features(
 ) -> tuple[float, float]:
     """KID: unbiased polynomial-kernel MMD^2 averaged over random subsets; returns ``(mean, std)``.
 
+    ``std`` is the sample standard deviation over the subsets (ddof=1), as torchmetrics'
+    ``KernelInceptionDistance`` reports it (``torch.std`` with its default Bessel correction).
+
     Each subset draws ``min(subset_size, len(a), len(b))`` rows without replacement from each set
     using ``numpy.random.default_rng(seed)``, so the result is reproducible.
     """
@@ -134,7 +137,7 @@ def kid_from_features(
         xi = x[rng.choice(x.shape[0], m, replace=False)]
         yi = y[rng.choice(y.shape[0], m, replace=False)]
         vals[i] = polynomial_mmd2_unbiased(xi, yi)
-    return float(vals.mean()), float(vals.std())
+    return float(vals.mean()), float(vals.std(ddof=1)) if num_subsets > 1 else 0.0
 
 
 @torch.no_grad()

@@ -101,9 +101,16 @@ class LMAccumulator:
             raise ValueError(f"n_bytes must be > 0, got {n_bytes}")
         return self.nll_sum / (math.log(2.0) * n_bytes)
 
+    @property
+    def bits_per_token(self) -> float:
+        """``nll / ln 2``: what a "bpb" becomes when the bytes behind the tokens are unknown."""
+        return self.nll / math.log(2.0)
+
     def as_dict(self, n_bytes: int | None = None) -> dict[str, Any]:
-        """``{"nll", "ppl", "n_tokens"[, "bpb"]}`` for logging."""
-        d: dict[str, Any] = {"nll": self.nll, "ppl": self.ppl, "n_tokens": self.n_tokens}
+        """``{"nll", "ppl", "n_tokens", "bpt"[, "bpb"]}`` for logging: bits per byte only where the
+        byte count of the evaluated text is known, bits per token always (never mislabelled)."""
+        d: dict[str, Any] = {"nll": self.nll, "ppl": self.ppl, "n_tokens": self.n_tokens,
+                             "bpt": self.bits_per_token}
         if n_bytes is not None:
             d["bpb"] = self.bits_per_byte(n_bytes)
         return d
