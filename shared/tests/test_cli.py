@@ -33,12 +33,12 @@ def test_run_all_summarises_claims_and_failures(tmp_path, monkeypatch, capsys):
     import reprokit.cli as cli
     from reprokit.results import write_results
 
-    def good(scale, out_dir=None):
+    def good(scale, out_dir=None, workers=1):
         return write_results(tmp_path / "good" / "results.json", paper="good", scale=scale, arms={"a": {}},
                              claims=[{"id": "x", "claim": "x", "status": "reproduced", "evidence": "e"},
                                      {"id": "y", "claim": "y", "status": "not reproduced", "evidence": "e"}])
 
-    def bad(scale, out_dir=None):
+    def bad(scale, out_dir=None, workers=1):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(cli, "discover_papers", lambda: {"good": _FakeEP("good", good), "bad": _FakeEP("bad", bad)})

@@ -69,3 +69,21 @@ def test_assert_close_passes_and_fails() -> None:
         assert_close(a, a[:2])
     with pytest.raises(AssertionError, match="mine"):
         assert_close(np.array([1.0]), np.array([1.1]), dtype="float32", msg="mine")
+
+
+def test_check_golden(tmp_path, monkeypatch):
+    import pytest
+
+    from reprokit.testing import GOLDEN_ENV, check_golden
+
+    p = tmp_path / "golden.json"
+    with pytest.raises(AssertionError, match="missing"):
+        check_golden(p, [1.0, 2.0])
+    monkeypatch.setenv(GOLDEN_ENV, "1")
+    check_golden(p, [1.0, 2.0])
+    monkeypatch.delenv(GOLDEN_ENV)
+    check_golden(p, [1.0, 2.00001])
+    with pytest.raises(AssertionError, match="value 1 drifted"):
+        check_golden(p, [1.0, 2.1])
+    with pytest.raises(AssertionError, match="golden file has 2"):
+        check_golden(p, [1.0])

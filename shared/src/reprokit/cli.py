@@ -1,6 +1,6 @@
 """``repro``: the root command. ``repro list | run <paper> | all --scale smoke|small``.
 
-Papers register a callable ``run_reproduce(scale, out_dir=None) -> Path`` in the entry-point
+Papers register a callable ``run_reproduce(scale, out_dir=None, workers=1) -> Path`` in the entry-point
 group ``reprokit.papers``; this module discovers them there and never imports a paper by name.
 """
 
@@ -38,7 +38,7 @@ def _summary(name: str, path: Path | None, wall: float, error: str | None) -> li
         return [name, "?", f"{wall:.0f}s", f"{path} (unreadable: {e})"]
 
 
-def _run(names: list[str], scale: str, out_root: str | None) -> int:
+def _run(names: list[str], scale: str, out_root: str | None, workers: int = 1) -> int:
     papers = discover_papers()
     rows, failed = [], 0
     for name in names:
@@ -46,7 +46,7 @@ def _run(names: list[str], scale: str, out_root: str | None) -> int:
         out = str(Path(out_root) / name) if out_root else None
         try:
             fn = papers[name].load()
-            path, err = fn(scale, out), None
+            path, err = fn(scale, out, workers=workers), None
         except Exception as e:  # report every paper, then fail at the end
             path, err = None, f"{type(e).__name__}: {e}"
             failed += 1
@@ -66,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (pr, pa):
         p.add_argument("--scale", default="smoke", choices=["smoke", "small"])
         p.add_argument("--out-dir", default=None,
-                       help="write results under this folder instead of each paper's results/<scale>/")
+                       help="write results under this folder instead of each paper's default "
+                            "(runs/smoke/ for smoke, results/small/ for small)")
+        p.add_argument("--workers", type=int, default=1, help="parallel training processes per paper")
     args = parser.parse_args(argv)
     papers = discover_papers()
     if args.command == "list":
@@ -81,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"repro: unknown paper {args.paper!r}; registered: {', '.join(papers) or 'none'}",
                   file=sys.stderr)
             return 2
-        return _run([args.paper], args.scale, args.out_dir)
-    return _run(list(papers), args.scale, args.out_dir)
+        return _run([args.paper], args.scale, args.out_dir, args.workers)
+    return _run(list(papers), args.scale, args.out_dir, args.workers)
 
 
 if __name__ == "__main__":

@@ -33,13 +33,15 @@ from typing import Any
 
 import yaml
 
+from .claims import STATUSES
+
 __all__ = [
     "CLAIM_STATUSES", "ResultsError", "write_results", "load_results", "validate_results",
     "load_reported", "render_reported_table", "render_results_table", "render_claims",
-    "render_bench", "render_readme", "environment_info", "markdown_table",
+    "render_bench", "render_floors", "render_readme", "environment_info", "markdown_table",
 ]
 
-CLAIM_STATUSES = ("reproduced", "not reproduced", "inconclusive")
+CLAIM_STATUSES = STATUSES  # reprokit.claims: reproduced / not reproduced / inconclusive / not testable at this budget
 _MARKER = re.compile(r"<!-- BEGIN (?P<key>[^>]+?) -->\n(?P<body>.*?)<!-- END (?P=key) -->", re.S)
 
 
@@ -115,10 +117,11 @@ def validate_results(res: dict) -> None:
 def write_results(path: str | Path, *, paper: str, scale: str, arms: dict, tables: dict | None = None,
                   claims: list | None = None, protocol: dict | None = None, config: dict | None = None,
                   seeds: list | None = None, wall_time_s: float = 0.0, packages: tuple[str, ...] = (),
-                  extra: dict | None = None) -> Path:
-    """Validate and write results.json (atomically); returns its path."""
+                  floors: list | None = None, extra: dict | None = None) -> Path:
+    """Validate and write results.json (atomically); returns its path. ``floors``: the baselines'
+    quality checks (``reprokit.claims.floor_check`` records), rendered by the ``floors:<scale>`` marker."""
     res = _clean({"paper": paper, "scale": scale, "arms": arms, "tables": tables or {},
-                  "claims": claims or [], "protocol": protocol or {}, "config": config or {},
+                  "claims": claims or [], "floors": floors or [], "protocol": protocol or {}, "config": config or {},
                   "seeds": seeds or [], "environment": environment_info((paper, *packages)),
                   "wall_time_s": round(float(wall_time_s), 1), **(extra or {})})
     validate_results(res)
@@ -227,6 +230,14 @@ def render_claims(res: dict) -> str:
     return markdown_table(["Claim", "Paper", "Status", "Evidence (ours)"], rows)
 
 
+def render_floors(res: dict) -> str:
+    rows = [[f.get("arm", ""), f["metric"], f["value"] if f["value"] is None else round(float(f["value"]), 4),
+             f"{f['direction']} {f['floor']}", "**met**" if f["ok"] else "**missed**"] for f in res.get("floors", [])]
+    if not rows:
+        return "*no quality floor recorded for this scale*"
+    return markdown_table(["baseline", "metric", "value", "floor", "status"], rows)
+
+
 def render_bench(bench: dict) -> str:
     parts = []
     for case, rows in bench["cases"].items():
@@ -253,11 +264,13 @@ def _render_block(key: str, paper_dir: Path) -> str:
         return render_results_table(load_results(paper_dir / "results" / scale / "results.json"), name)
     if kind == "claims":
         return render_claims(load_results(paper_dir / "results" / arg / "results.json"))
+    if kind == "floors":
+        return render_floors(load_results(paper_dir / "results" / arg / "results.json"))
     if kind == "bench":
         path = paper_dir / "results" / (f"{arg}.json" if arg else "bench.json")
         return render_bench(json.loads(path.read_text()))
     raise ResultsError(f"unknown README marker kind {kind!r} in {key!r}; "
-                       "valid: reported:<id>, results:<scale>/<table>, claims:<scale>, bench[:name]")
+                       "valid: reported:<id>, results:<scale>/<table>, claims:<scale>, floors:<scale>, bench[:name]")
 
 
 def render_readme(paper_dir: str | Path, write: bool = False) -> str:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = [
+    "GOLDEN_ENV",
     "assert_close",
+    "check_golden",
     "markov_chain",
     "markov_entropy_rate",
     "synthetic_images",
@@ -190,3 +195,32 @@ def assert_close(a: Any, b: Any, dtype: Any = None, msg: str = "") -> None:
             f"({key}): max abs err {float(diff.max()):.3e}, max rel err {float(rel.max()):.3e}; worst at flat "
             f"index {idx}: {float(ta.reshape(-1)[idx])!r} vs {float(tb.reshape(-1)[idx])!r}"
         )
+
+
+GOLDEN_ENV = "REPROKIT_UPDATE_GOLDEN"
+
+
+def check_golden(path: str | Path, values: list[float], rtol: float = 1e-4, atol: float = 1e-6,
+                 note: str = "") -> None:
+    """Compare a loss sequence with the committed golden file ``path`` (JSON).
+
+    A drift fails the test unless the file is updated on purpose: run the test with
+    ``REPROKIT_UPDATE_GOLDEN=1`` (it rewrites the file and passes) and commit the new file with the
+    change that explains it. A missing golden file fails too (it is never created silently).
+    """
+    path = Path(path)
+    vals = [float(v) for v in values]
+    if os.environ.get(GOLDEN_ENV) == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"note": note, "rtol": rtol, "atol": atol, "values": vals}, indent=1) + "\n")
+        return
+    if not path.is_file():
+        raise AssertionError(f"golden file {path} is missing; create it on purpose with {GOLDEN_ENV}=1")
+    gold = json.loads(path.read_text())["values"]
+    if len(gold) != len(vals):
+        raise AssertionError(f"{path}: {len(vals)} values, the golden file has {len(gold)}")
+    bad = [(i, g, v) for i, (g, v) in enumerate(zip(gold, vals)) if not math.isclose(v, g, rel_tol=rtol, abs_tol=atol)]
+    if bad:
+        i, g, v = bad[0]
+        raise AssertionError(f"{path}: value {i} drifted: golden {g!r}, now {v!r} ({len(bad)} of {len(vals)} differ); "
+                             f"if intended, rerun with {GOLDEN_ENV}=1 and commit the file")
