@@ -17,10 +17,15 @@ class Member:
     dist: str             # distribution name, also the console script
     package: str          # import name
     cli_module: str       # module holding the console script's main
+    bad_input: dict       # [tool.reprokit.bad-input] of the member's pyproject
 
     @property
     def name(self) -> str:
         return self.folder.name
+
+    @property
+    def src(self) -> Path:
+        return self.folder / "src" / self.package
 
 
 def paper_members() -> list[Member]:
@@ -30,13 +35,16 @@ def paper_members() -> list[Member]:
         if rel == "shared":
             continue
         folder = ROOT / rel
-        proj = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+        pyproject = tomllib.loads((folder / "pyproject.toml").read_text())
+        proj = pyproject["project"]
         scripts = proj.get("scripts", {})
         target = scripts.get(proj["name"])
         if target is None:
             raise AssertionError(f"{rel}: console script named after the distribution ({proj['name']}) is missing")
         module = target.split(":")[0]
-        out.append(Member(folder=folder, dist=proj["name"], package=module.split(".")[0], cli_module=module))
+        bad = pyproject.get("tool", {}).get("reprokit", {}).get("bad-input", {})
+        out.append(Member(folder=folder, dist=proj["name"], package=module.split(".")[0], cli_module=module,
+                          bad_input=bad))
     return out
 
 
@@ -45,7 +53,7 @@ MEMBERS = paper_members()
 
 def pytest_generate_tests(metafunc):
     if "member" in metafunc.fixturenames:
-        metafunc.parametrize("member", MEMBERS, ids=[m.name for m in MEMBERS])
+        metafunc.parametrize("member", MEMBERS, ids=[m.name for m in MEMBERS], scope="module")
 
 
 @pytest.fixture(scope="session")

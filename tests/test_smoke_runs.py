@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,14 +19,23 @@ def _env():
     return env
 
 
-def test_reproduce_smoke(member, tmp_path):
-    out = tmp_path / "smoke"
-    r = subprocess.run([sys.executable, "-m", member.cli_module, "reproduce", "--scale", "smoke",
-                        "--out-dir", str(out)], capture_output=True, text=True, timeout=600, env=_env(),
-                       cwd=member.folder)
+def _git_status(folder: Path) -> str | None:
+    r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "."],
+                       capture_output=True, text=True, cwd=folder)
+    return r.stdout if r.returncode == 0 else None
+
+
+def test_reproduce_smoke_leaves_git_clean(member):
+    """The README's first command, as a user runs it (default output folder): it works, writes its
+    results to the ignored runs/smoke/, and leaves `git status` of the member as it was."""
+    before = _git_status(member.folder)
+    r = subprocess.run([sys.executable, "-m", member.cli_module, "reproduce", "--scale", "smoke"],
+                       capture_output=True, text=True, timeout=600, env=_env(), cwd=member.folder)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    res = load_results(out / "results.json")
+    res = load_results(member.folder / "runs" / "smoke" / "results.json")
     assert res["scale"] == "smoke" and res["arms"]
+    if before is not None:
+        assert _git_status(member.folder) == before, "reproduce --scale smoke changed files that git tracks or sees"
 
 
 @pytest.mark.distributed
