@@ -81,7 +81,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_handlers_and_parsers_only_in_cli(member):
+def handler_violations(member) -> list[str]:
     bad = []
     for mod, path in _modules(member).items():
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -96,7 +96,26 @@ def test_handlers_and_parsers_only_in_cli(member):
             if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
                     == "build_cli" and not is_cli):
                 bad.append(f"{path.name}: calls build_cli")
+    return bad
+
+
+def test_handlers_and_parsers_only_in_cli(member):
+    bad = handler_violations(member)
     assert not bad, f"{member.name}: " + "; ".join(bad)
+
+
+def test_handler_rule_catches_a_second_parser(tmp_path):
+    from types import SimpleNamespace
+
+    pkg = tmp_path / "src" / "pkgy"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "cli.py").write_text("from reprokit.papercli import build_cli\nmain = build_cli('p', {})\n")
+    fake = SimpleNamespace(src=pkg, package="pkgy", name="pkgy")
+    assert handler_violations(fake) == []
+    (pkg / "bench.py").write_text("import argparse\n\ndef cmd_bench(args):\n    pass\n")
+    bad = handler_violations(fake)
+    assert any("argparse" in b for b in bad) and any("cmd_bench" in b for b in bad)
 
 
 def test_no_import_cycles_inside_the_member(member):
@@ -132,15 +151,32 @@ def test_test_file_names_and_golden_loss(member):
     assert "check_golden" in (tests / "test_train.py").read_text(), "test_train.py must check the golden losses"
 
 
-def test_results_hygiene(member):
-    """Only results/small/ (and bench json) is committed; no per-run folders, no smoke results."""
-    res = member.folder / "results"
-    assert not (res / "smoke").exists(), f"{member.name}: smoke results belong in the ignored runs/smoke/"
+def hygiene_violations(folder: Path) -> list[str]:
+    res = folder / "results"
+    bad = []
+    if (res / "smoke").exists():
+        bad.append("results/smoke exists: smoke results belong in the ignored runs/smoke/")
     small = res / "small"
     if small.is_dir():
         dirs = [p.name for p in small.iterdir() if p.is_dir()]
-        assert not dirs, f"{member.name}/results/small holds folders {dirs}: fold runs into runs.jsonl"
-        assert (small / "runs.jsonl").is_file(), f"{member.name}/results/small/runs.jsonl missing"
+        if dirs:
+            bad.append(f"results/small holds folders {dirs}: fold runs into runs.jsonl")
+        if not (small / "runs.jsonl").is_file():
+            bad.append("results/small/runs.jsonl missing")
+    return bad
+
+
+def test_results_hygiene(member):
+    """Only results/small/ (and bench json) is committed; no per-run folders, no smoke results."""
+    bad = hygiene_violations(member.folder)
+    assert not bad, f"{member.name}: " + "; ".join(bad)
+
+
+def test_hygiene_rule_catches_run_folders(tmp_path):
+    (tmp_path / "results" / "small" / "arms" / "x").mkdir(parents=True)
+    (tmp_path / "results" / "smoke").mkdir()
+    bad = hygiene_violations(tmp_path)
+    assert len(bad) == 3
 
 
 def test_bad_input_declared(member):
