@@ -8,7 +8,7 @@ from hyperfrac.model import DecoderLM
 
 def _model(conn):
     torch.manual_seed(0)
-    return DecoderLM(ModelCfg(connection=conn, d_model=32, n_layers=3, n_heads=4, context=16, vocab_size=40))
+    return DecoderLM(ModelCfg(connection=conn, hidden=32, depth=3, heads=4, context=16, vocab_size=40))
 
 
 def test_connection_matrix_at_init_is_prenorm_lower_triangle():

@@ -10,7 +10,7 @@ VARIANTS = ["shcx1", "dhcx1", "shcx2", "dhcx2", "shcx4", "dhcx4", "dhcx4-notanh"
 
 
 def _cfg(conn, **kw):
-    base = dict(connection=conn, d_model=32, n_layers=3, n_heads=4, context=16, vocab_size=40,
+    base = dict(connection=conn, hidden=32, depth=3, heads=4, context=16, vocab_size=40,
                 norm_eps=1e-12, sqrt_n_out_init=False)
     base.update(kw)
     return ModelCfg(**base)
@@ -59,9 +59,9 @@ def test_equivalence_detects_a_difference():
 
 def test_sqrt_n_scaling_changes_out_proj_std():
     torch.manual_seed(0)
-    a = DecoderLM(_cfg("dhcx4", d_model=256, sqrt_n_out_init=True))
+    a = DecoderLM(_cfg("dhcx4", hidden=256, sqrt_n_out_init=True))
     torch.manual_seed(0)
-    b = DecoderLM(_cfg("dhcx4", d_model=256, sqrt_n_out_init=False))
+    b = DecoderLM(_cfg("dhcx4", hidden=256, sqrt_n_out_init=False))
     ra = a.trunk.blocks[0].attn.proj.weight.std() / b.trunk.blocks[0].attn.proj.weight.std()
     assert abs(ra.item() - 2.0) < 1e-4
     assert torch.equal(a.trunk.blocks[0].attn.qkv.weight, b.trunk.blocks[0].attn.qkv.weight)
@@ -144,7 +144,7 @@ def test_bad_variant_names(bad, frag):
 
 
 def test_frac_rate_must_divide_width():
-    with pytest.raises(ValueError, match="m=3 .* d_model=32|m=3 must divide"):
+    with pytest.raises(ValueError, match="m=3 .* hidden=32|m=3 must divide"):
         DecoderLM(_cfg("dfcx3"))
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["collect", "adjacent_cosine", "connection_matrix", "plot_matrix", "plot_lines", "analyze_model",
-           "cmd_analyze"]
+__all__ = ["collect", "adjacent_cosine", "stream_norms", "connection_matrix", "plot_matrix", "plot_lines",
+           "analyze_model", "write_analysis"]
 
 
 @torch.no_grad()
@@ -116,29 +116,10 @@ def analyze_model(model, x: torch.Tensor) -> dict:
             "connection_matrix": connection_matrix(rec["matrices"], kind).tolist()}
 
 
-def cmd_analyze(args) -> int:
-    """Load the run in --out-dir (config + latest checkpoint) and write analysis.json and PNGs next to it."""
-    from reprokit.checkpoint import check_config_compatible, load_checkpoint
-    from reprokit.config import load_config, to_dict
-    from reprokit.runs import read_jsonl
-
-    from .config import Cfg
-    from .data import lm_batch
-    from .model import build_model
-    from .train import make_data
-    cfg = load_config(Cfg, args.config, overrides=args.overrides or [])
-    out = Path(args.out_dir or cfg.out_dir)
-    data = make_data(cfg)
-    ck = load_checkpoint(out / "ckpt")
-    if ck is None:
-        raise SystemExit(f"no checkpoint under {out / 'ckpt'}")
-    check_config_compatible(ck.config, to_dict(cfg), keys=("model",))
-    model = build_model(cfg.model)
-    model.load_state_dict(ck.model)
-    if cfg.model.kind == "lm":
-        x, _ = lm_batch(data.val, cfg.train.seq_len, 16, 1234, 0, 0)
-    else:
-        x = data.x_val[:64]
+def write_analysis(model, x: torch.Tensor, out: str | Path, train_records: list[dict] | None = None) -> dict:
+    """``analysis.json`` and the PNGs of one model into ``out``; ``train_records``: the run's logged training
+    records (per-sublayer gradient norms are plotted when they were logged with ``train.grad_norms=true``)."""
+    out = Path(out)
     res = analyze_model(model, x)
     label = model.trunk.spec.label()
     plot_matrix(np.asarray(res["connection_matrix"]), out / "connection_matrix.png", f"{label}: unrolled (Eq. 20)")
@@ -147,10 +128,9 @@ def cmd_analyze(args) -> int:
     norms = np.asarray(res["stream_norms"])
     plot_lines({f"stream {i}": norms[:, i].tolist() for i in range(norms.shape[1])}, out / "stream_norms.png",
                "sublayer", "mean L2 norm")
-    recs = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("split") == "train" and "gn_00" in r]
+    recs = [r for r in (train_records or []) if r.get("split", "train") == "train" and "gn_00" in r]
     if recs:
         gn = {f"step {r['step']}": [r[k] for k in sorted(r) if k.startswith("gn_")] for r in recs[-3:]}
         plot_lines(gn, out / "grad_norms.png", "sublayer", "gradient norm")
     (out / "analysis.json").write_text(json.dumps(res, indent=1))
-    print(f"wrote {out}/analysis.json and PNGs")
-    return 0
+    return res

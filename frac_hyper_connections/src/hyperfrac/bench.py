@@ -1,15 +1,14 @@
 """Bench: training-step time and peak memory of the connection variants vs Pre-Norm, and ours vs the PyPI
 ``hyper-connections`` package at an identical model (same sublayers, same sizes, same inputs).
 
-CPU: ``python -m hyperfrac.bench`` (or ``hyperfrac bench``) -> results/bench.json (README "Performance").
-GPU: ``python -m hyperfrac.bench --gpu`` -> results/bench_gpu.json: Triton vs torch parity, then timing.
+CPU: ``hyperfrac bench`` -> results/bench.json (README "Performance"; ``--out FILE`` writes elsewhere).
+GPU: ``hyperfrac bench --gpu`` -> results/bench_gpu.json: Triton vs torch parity, then timing.
 The step is forward + backward + AdamW update, timed by reprokit.bench.compare (interleaved, median).
+Timing functions only; the command line (options, README re-render) is in cli.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -20,7 +19,7 @@ from .config import ModelCfg
 from .model import MLP, Attention, DecoderLM, Norm
 
 PKG_DIR = Path(__file__).resolve().parents[2]
-SIZE = dict(d_model=128, n_layers=4, n_heads=4, context=128, vocab_size=96)
+SIZE = dict(hidden=128, depth=4, heads=4, context=128, vocab_size=96)
 BATCH, SEQ = 8, 128
 
 
@@ -36,13 +35,13 @@ class PeerLM(nn.Module):
         from hyper_connections import get_init_and_expand_reduce_stream_functions
         init_hc, self.expand, self.reduce = get_init_and_expand_reduce_stream_functions(
             num_streams, num_fracs=num_fracs, disable=False)
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
         layers = []
-        for i in range(cfg.n_layers):
-            layers.append(init_hc(dim=cfg.d_model, branch=Attention(cfg, causal=True), layer_index=2 * i))
-            layers.append(init_hc(dim=cfg.d_model, branch=MLP(cfg), layer_index=2 * i + 1))
+        for i in range(cfg.depth):
+            layers.append(init_hc(dim=cfg.hidden, branch=Attention(cfg, causal=True), layer_index=2 * i))
+            layers.append(init_hc(dim=cfg.hidden, branch=MLP(cfg), layer_index=2 * i + 1))
         self.layers = nn.ModuleList(layers)
-        self.final_norm = Norm(cfg.d_model, cfg.norm, cfg.norm_affine, cfg.norm_eps)
+        self.final_norm = Norm(cfg.hidden, cfg.norm, cfg.norm_affine, cfg.norm_eps)
 
     def forward(self, idx):
         h = self.expand(self.embed(idx))
@@ -99,7 +98,7 @@ def _ours(conn: str, impl: str = "torch", device="cpu") -> nn.Module:
     return DecoderLM(ModelCfg(connection=conn, impl=impl, **SIZE)).to(device)
 
 
-def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True) -> Path:
+def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True, out: str | Path | None = None) -> Path:
     from reprokit.bench import compare, write_bench
 
     torch.set_num_threads(threads)
@@ -132,8 +131,8 @@ def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True) -> Path:
              "step": "forward + backward + AdamW step", "hyper_connections_version": version("hyper-connections"),
              "saved_activation_mb": act, "peak_mem_note": "CPU peak = growth of the process RSS high-water mark "
              "during the timed calls (0 once the allocator has cached the memory); see saved_activation_mb"}
-    out = write_bench(PKG_DIR / "results" / "bench.json", cases,
-                      command=f"uv run --group bench python -m hyperfrac.bench --repeats {repeats}"
+    out = write_bench(Path(out) if out else PKG_DIR / "results" / "bench.json", cases,
+                      command=f"uv run --group bench hyperfrac bench --repeats {repeats}"
                       + ("" if compiled else " --no-compile"), extra=extra, packages=("hyper-connections",))
     print("saved activations (MB):", act)
     for case, rows in cases.items():
@@ -143,12 +142,13 @@ def run_cpu(repeats: int = 15, threads: int = 1, compiled: bool = True) -> Path:
     return out
 
 
-def run_gpu(repeats: int = 30) -> Path:
+def run_gpu(repeats: int = 30, out: str | Path | None = None) -> Path:
     """Parity (Triton vs torch, one forward/backward of every variant) then step timing on CUDA."""
     from reprokit.bench import compare, write_bench
 
     if not torch.cuda.is_available():
-        raise SystemExit("--gpu needs a CUDA device")
+        from reprokit.errors import UserError
+        raise UserError("bench --gpu needs a CUDA device (torch.cuda.is_available() is False)")
     dev = "cuda"
     x = torch.randint(0, SIZE["vocab_size"], (BATCH, SEQ), device=dev)
     parity = {}
@@ -172,33 +172,5 @@ def run_gpu(repeats: int = 30) -> Path:
             {"Pre-Norm": _step_fn(_ours("prenorm", "torch", dev), x),
              f"{conn} torch": _step_fn(_ours(conn, "torch", dev), x),
              f"{conn} triton": _step_fn(_ours(conn, "triton", dev), x)}, baseline="Pre-Norm", repeats=repeats)
-    return write_bench(PKG_DIR / "results" / "bench_gpu.json", cases, command="uv run python -m hyperfrac.bench --gpu",
-                       extra={"parity": parity, "model": SIZE})
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="hyperfrac.bench")
-    p.add_argument("--gpu", action="store_true")
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
-    a = p.parse_args(argv)
-    out = run_gpu() if a.gpu else run_cpu(a.repeats, a.threads, not a.no_compile)
-    print(f"wrote {out}")
-    return 0
-
-
-def cmd_bench(args) -> int:
-    out = run_cpu()
-    if "--no-render" not in (args.overrides or []):
-        from reprokit.results import render_readme
-        try:
-            render_readme(PKG_DIR, write=True)
-        except (OSError, ValueError) as e:
-            print(f"WARNING: README not re-rendered: {e}")
-    print(f"wrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return write_bench(Path(out) if out else PKG_DIR / "results" / "bench_gpu.json", cases,
+                       command="uv run hyperfrac bench --gpu", extra={"parity": parity, "model": SIZE})

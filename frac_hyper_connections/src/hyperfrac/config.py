@@ -1,4 +1,8 @@
-"""Config dataclasses (reprokit.config). Every unknown hyper-parameter is a knob with a documented default."""
+"""Config dataclasses (reprokit.config). Every unknown hyper-parameter is a knob with a documented default.
+
+One vocabulary across the papers of this repository: ``model.depth`` (blocks), ``model.hidden`` (width d),
+``model.heads``; ``train.*`` for optimisation and run control; ``eval.*`` for evaluation.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from typing import Literal
 class ModelCfg:
     kind: Literal["lm", "vit"] = "lm"
     connection: str = "prenorm"        # prenorm | shcx<n> | dhcx<n> | sfcx<m> | dfcx<m> [-notanh]
-    d_model: int = 64
-    n_layers: int = 2                  # blocks; each block = attention + MLP = 2 wrapped sublayers
-    n_heads: int = 4
+    hidden: int = 64                   # width d
+    depth: int = 2                     # blocks; each block = attention + MLP = 2 wrapped sublayers
+    heads: int = 4
     context: int = 64                  # max sequence length (LM)
-    vocab_size: int = 64               # LM; set from the data when 0
+    vocab_size: int = 64               # LM; 0 -> from the data (text sources with a tokenizer)
     mlp: Literal["swiglu", "gelu"] = "swiglu"   # OLMo: SwiGLU; ViT: GELU
     mlp_hidden: int = 0                # 0 -> 8/3 d rounded up to 8 (SwiGLU) or 4 d (GELU)
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
@@ -44,7 +48,8 @@ class ModelCfg:
 @dataclass
 class DataCfg:
     source: Literal["synthetic", "shakespeare", "memmap", "fashion_mnist", "synthetic_images"] = "synthetic"
-    # memmap: pre-tokenized flat token files (e.g. OLMo's dolma .npy memmaps), for the paper-scale configs
+    # memmap: pre-tokenized flat token files (raw, or .npy with a header), for the paper-scale configs;
+    # test_path empty -> the val file is the test split too. Needs model.vocab_size (no tokenizer to read it from).
     train_path: str = ""
     val_path: str = ""
     test_path: str = ""
@@ -54,8 +59,6 @@ class DataCfg:
     synthetic_tokens: int = 20000
     synthetic_images: int = 512
     split_seed: int = 0
-    eval_tokens: int = 0               # 0 -> whole validation split; else cap (first tokens of the split)
-    eval_batch: int = 32
 
 
 @dataclass
@@ -64,7 +67,8 @@ class TrainCfg:
     batch_size: int = 8
     seq_len: int = 32
     lr: float = 3e-3
-    min_lr_frac: float = 0.1
+    schedule: Literal["constant", "cosine"] = "cosine"   # after the linear warm-up
+    min_lr_frac: float = 0.1           # cosine: final LR as a fraction of the peak
     warmup_frac: float = 0.05
     weight_decay: float = 0.1
     beta1: float = 0.9                 # AdamW betas (OLMo: 0.9, 0.95)
@@ -74,6 +78,7 @@ class TrainCfg:
     log_every: int = 5
     eval_every: int = 0                # 0 -> only at the end
     ckpt_every: int = 0                # 0 -> only at the end
+    keep_last: int = 2                 # checkpoints kept (>= 2: a corrupt newest one has a fallback)
     threads: int = 0                   # 0 -> leave torch's default
     resume: bool = True
     stop_after: int = 0                # 0 -> run to `steps`; else checkpoint and stop after this step
@@ -82,8 +87,17 @@ class TrainCfg:
 
 
 @dataclass
+class EvalCfg:
+    max_tokens: int = 0                # LM: 0 -> the whole split; else its first max_tokens tokens
+    max_images: int = 0                # ViT: 0 -> the whole split; else its first max_images images
+    batch_size: int = 32
+    seed: int = 0                      # the analysis inputs and the sampling stream (reprokit.rng keys)
+
+
+@dataclass
 class Cfg:
     model: ModelCfg = field(default_factory=ModelCfg)
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
     out_dir: str = "runs/default"

@@ -3,6 +3,18 @@
 OLMo-1B/7B choices (HC Sec. 4 keeps the baseline recipe): no biases, non-parametric LayerNorm, SwiGLU MLP,
 rotary positions, Pre-Norm sublayers; OLMo-1B ties input/output embeddings. Each block is two sublayers
 (attention, MLP), each wrapped by its own :class:`~hyperfrac.connections.Connection` with its own layer index.
+
+Notation (config key -> symbol -> meaning):
+
+    model.hidden  d     width of the residual / of one HC stream
+    model.depth   L     blocks (2L wrapped sublayers)
+    model.heads   h     attention heads (head width d / h)
+    B, T                batch, sequence length (tokens; ViT: patches + class token)
+    H             (B, T, s, w)   connection state (see connections.py: HC s = n, w = d; FC s = m, w = d / m)
+
+An impossible shape (``d`` not divisible by ``h`` or by the FC rate ``m``, odd RoPE head width, image size not
+divisible by the patch) is a :class:`reprokit.errors.ShapeError` naming the config keys; an unknown connection
+name is a :class:`reprokit.config.ConfigError` naming ``model.connection``.
 """
 
 from __future__ import annotations
@@ -13,10 +25,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reprokit.config import ConfigError
+from reprokit.errors import ShapeError
+
 from .config import ModelCfg
 from .connections import Connection, ConnSpec, expand_streams, out_proj_std, parse_variant, reduce_streams
 
-__all__ = ["Norm", "Attention", "MLP", "Block", "Trunk", "DecoderLM", "ViT", "build_model"]
+__all__ = ["Norm", "Attention", "MLP", "Block", "Trunk", "DecoderLM", "ViT", "build_model", "check_model_cfg"]
+
+
+def check_model_cfg(cfg: ModelCfg) -> ConnSpec:
+    """Validate the shapes of ``cfg`` before any weight is built; return the parsed connection variant."""
+    try:
+        spec = parse_variant(cfg.connection)
+    except ValueError as e:
+        raise ConfigError(f"model.connection: {e}") from e
+    for key in ("hidden", "depth", "heads"):
+        if getattr(cfg, key) < 1:
+            raise ShapeError(f"model.{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.hidden % cfg.heads != 0:
+        raise ShapeError(f"model.heads={cfg.heads} must divide model.hidden={cfg.hidden}")
+    if cfg.pos == "rope" and (cfg.hidden // cfg.heads) % 2 != 0:
+        raise ShapeError(f"model.pos=rope needs an even head width; model.hidden / model.heads = "
+                         f"{cfg.hidden} / {cfg.heads} = {cfg.hidden // cfg.heads}")
+    if spec.kind == "fc" and cfg.hidden % spec.rate != 0:
+        raise ShapeError(f"model.connection={cfg.connection}: frac-rate m={spec.rate} must divide "
+                         f"model.hidden={cfg.hidden}")
+    if cfg.n_experts and not 1 <= cfg.top_k <= cfg.n_experts:
+        raise ShapeError(f"model.top_k={cfg.top_k} must be in [1, model.n_experts={cfg.n_experts}]")
+    if cfg.kind == "lm" and cfg.vocab_size < 1:
+        raise ConfigError(f"model.vocab_size must be >= 1, got {cfg.vocab_size} (0 is only resolved from a "
+                          "text source with a tokenizer)")
+    if cfg.kind == "vit" and (cfg.patch < 1 or cfg.image_size % cfg.patch != 0):
+        raise ShapeError(f"model.patch={cfg.patch} must divide model.image_size={cfg.image_size}")
+    return spec
 
 
 class Norm(nn.Module):
@@ -47,10 +89,8 @@ class Attention(nn.Module):
 
     def __init__(self, cfg: ModelCfg, causal: bool):
         super().__init__()
-        d = cfg.d_model
-        if d % cfg.n_heads != 0:
-            raise ValueError(f"n_heads={cfg.n_heads} must divide d_model={d}")
-        self.h, self.causal, self.rope = cfg.n_heads, causal, cfg.pos == "rope"
+        d = cfg.hidden
+        self.h, self.causal, self.rope = cfg.heads, causal, cfg.pos == "rope"
         self.norm = Norm(d, cfg.norm, cfg.norm_affine, cfg.norm_eps)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
@@ -73,7 +113,7 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelCfg):
         super().__init__()
-        d = cfg.d_model
+        d = cfg.hidden
         self.norm = Norm(d, cfg.norm, cfg.norm_affine, cfg.norm_eps)
         self.swiglu = cfg.mlp == "swiglu"
         if cfg.mlp_hidden:
@@ -97,7 +137,7 @@ class MoE(nn.Module):
 
     def __init__(self, cfg: ModelCfg):
         super().__init__()
-        d, E, hid = cfg.d_model, cfg.n_experts, cfg.expert_hidden or cfg.d_model
+        d, E, hid = cfg.hidden, cfg.n_experts, cfg.expert_hidden or cfg.hidden
         self.norm = Norm(d, cfg.norm, cfg.norm_affine, cfg.norm_eps)
         self.k = cfg.top_k
         self.router = nn.Linear(d, E, bias=False)
@@ -129,8 +169,8 @@ class Block(nn.Module):
         self.attn = Attention(cfg, causal)
         self.mlp = MoE(cfg) if cfg.n_experts else MLP(cfg)
         kw = dict(impl=cfg.impl, scale_init=cfg.scale_init, dyn_norm_affine=cfg.dyn_norm_affine, eps=cfg.conn_eps)
-        self.conn_attn = Connection(spec, cfg.d_model, 2 * index, **kw)
-        self.conn_mlp = Connection(spec, cfg.d_model, 2 * index + 1, **kw)
+        self.conn_attn = Connection(spec, cfg.hidden, 2 * index, **kw)
+        self.conn_mlp = Connection(spec, cfg.hidden, 2 * index + 1, **kw)
 
     def forward(self, H):
         H = self.conn_attn(H, self.attn)
@@ -142,12 +182,10 @@ class Trunk(nn.Module):
 
     def __init__(self, cfg: ModelCfg, causal: bool):
         super().__init__()
-        self.spec = parse_variant(cfg.connection)
-        if self.spec.kind == "fc" and cfg.d_model % self.spec.rate != 0:
-            raise ValueError(f"frac-rate m={self.spec.rate} must divide d_model={cfg.d_model}")
-        self.blocks = nn.ModuleList(Block(cfg, self.spec, i, causal) for i in range(cfg.n_layers))
+        self.spec = check_model_cfg(cfg)
+        self.blocks = nn.ModuleList(Block(cfg, self.spec, i, causal) for i in range(cfg.depth))
         fa = cfg.norm_affine if cfg.final_norm_affine is None else cfg.final_norm_affine
-        self.final_norm = Norm(cfg.d_model, cfg.norm, fa, cfg.norm_eps)
+        self.final_norm = Norm(cfg.hidden, cfg.norm, fa, cfg.norm_eps)
 
     def forward(self, h):
         H = expand_streams(h, self.spec)
@@ -160,7 +198,7 @@ class Trunk(nn.Module):
 
 
 def _init_weights(model: nn.Module, cfg: ModelCfg, spec: ConnSpec) -> None:
-    std_out = out_proj_std(cfg.init_std, spec, 2 * cfg.n_layers, cfg.sqrt_n_out_init)
+    std_out = out_proj_std(cfg.init_std, spec, 2 * cfg.depth, cfg.sqrt_n_out_init)
     for m in model.modules():
         if isinstance(m, nn.Linear | nn.Embedding):
             std = std_out if getattr(m, "is_out_proj", False) else cfg.init_std
@@ -178,12 +216,11 @@ class DecoderLM(nn.Module):
     def __init__(self, cfg: ModelCfg):
         super().__init__()
         self.cfg = cfg
-        if cfg.vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {cfg.vocab_size}")
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos = nn.Embedding(cfg.context, cfg.d_model) if cfg.pos == "learned" else None
+        check_model_cfg(cfg)
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.pos = nn.Embedding(cfg.context, cfg.hidden) if cfg.pos == "learned" else None
         self.trunk = Trunk(cfg, causal=True)
-        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         if not next(self.parameters()).is_meta:
             _init_weights(self, cfg, self.trunk.spec)
 
@@ -205,14 +242,13 @@ class ViT(nn.Module):
     def __init__(self, cfg: ModelCfg):
         super().__init__()
         self.cfg = cfg
-        if cfg.image_size % cfg.patch != 0:
-            raise ValueError(f"patch={cfg.patch} must divide image_size={cfg.image_size}")
+        check_model_cfg(cfg)
         n = (cfg.image_size // cfg.patch) ** 2
-        self.patch = nn.Conv2d(cfg.channels, cfg.d_model, cfg.patch, cfg.patch)
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
-        self.pos = nn.Parameter(torch.zeros(1, n + 1, cfg.d_model))
+        self.patch = nn.Conv2d(cfg.channels, cfg.hidden, cfg.patch, cfg.patch)
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.hidden))
+        self.pos = nn.Parameter(torch.zeros(1, n + 1, cfg.hidden))
         self.trunk = Trunk(cfg, causal=False)
-        self.head = nn.Linear(cfg.d_model, cfg.num_classes)
+        self.head = nn.Linear(cfg.hidden, cfg.num_classes)
         if not next(self.parameters()).is_meta:
             _init_weights(self, cfg, self.trunk.spec)
             nn.init.normal_(self.pos, 0.0, cfg.init_std)

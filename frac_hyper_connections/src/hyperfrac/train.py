@@ -1,32 +1,48 @@
-"""Training entry (one process or torchrun): LM on text, ViT on images. Exact resume from checkpoints."""
+"""Training (one process or torchrun): LM on text, ViT on images; exact resume; reloading a trained run.
+
+* :func:`train` reads the data, builds the model and loads the checkpoint **before** it writes anything, so a
+  failure (missing data, impossible shape, a checkpoint of another model) changes nothing saved. The run folder
+  then holds ``config.yaml``, ``metrics.jsonl`` (``{"split": "train", "loss": ...}`` every ``train.log_every``
+  steps) and ``ckpt/step_*/`` (the newest ``train.keep_last`` checkpoints).
+* Batches come from ``reprokit.rng`` keyed by (seed, "batch", rank, step) (see data.py): N straight steps equal
+  N/2 + resume + N/2.
+* :func:`load_run` reloads a trained run from its *own* ``config.yaml`` and its newest complete checkpoint.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from reprokit.checkpoint import check_config_compatible, load_checkpoint, save_checkpoint
-from reprokit.config import load_config, to_dict
+from reprokit.checkpoint import CheckpointError, check_config_compatible, load_checkpoint, save_checkpoint
+from reprokit.config import ConfigError, load_config, to_dict
 from reprokit.dist import init_distributed, is_main, seed_everything, wrap_ddp
-from reprokit.runs import MetricLogger, RunDir
+from reprokit.errors import ShapeError, UserError
+from reprokit.runs import MetricLogger, RunDir, progress
 
 from .config import Cfg
 from .connections import param_groups
-from .data import image_batch, lm_batch, load_image_data, load_lm_data
-from .evaluate import evaluate_lm, evaluate_vit
-from .model import build_model
+from .data import ImageData, LMData, image_batch, lm_batch, make_data
+from .evaluate import evaluate_split, evaluate_splits
+from .model import build_model, check_model_cfg
+
+__all__ = ["train", "lr_at", "load_run", "LoadedRun", "check_train_cfg", "sublayer_grad_norms"]
 
 
 def lr_at(step: int, cfg: Cfg) -> float:
-    """Linear warm-up then cosine decay to ``min_lr_frac`` of the peak."""
+    """Linear warm-up over ``warmup_frac`` of the steps, then constant or cosine decay to ``min_lr_frac``."""
     t = cfg.train
     warm = max(1, int(t.warmup_frac * t.steps))
     if step < warm:
         return t.lr * (step + 1) / warm
+    if t.schedule == "constant":
+        return t.lr
     p = (step - warm) / max(1, t.steps - warm)
     return t.lr * (t.min_lr_frac + (1 - t.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
@@ -41,25 +57,39 @@ def sublayer_grad_norms(model: torch.nn.Module) -> dict[str, float]:
     return out
 
 
-def make_data(cfg: Cfg):
-    if cfg.model.kind == "lm":
-        data = load_lm_data(cfg)
-        cfg.model.vocab_size = data.vocab_size
-        return data
-    return load_image_data(cfg)
+def check_train_cfg(cfg: Cfg) -> None:
+    """Run-control values that cannot work (checked before anything is written)."""
+    t = cfg.train
+    for key in ("steps", "batch_size", "seq_len", "log_every"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.keep_last < 2:
+        raise ConfigError(f"train.keep_last must be >= 2 (a corrupt newest checkpoint needs a fallback), "
+                          f"got {t.keep_last}")
+    for key in ("ckpt_every", "eval_every", "stop_after", "threads"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+    if cfg.eval.batch_size < 1:
+        raise ConfigError(f"eval.batch_size must be >= 1, got {cfg.eval.batch_size}")
+    if cfg.model.kind == "lm" and t.seq_len > cfg.model.context:
+        raise ShapeError(f"train.seq_len={t.seq_len} is longer than model.context={cfg.model.context}")
 
 
-def train(cfg: Cfg, out_dir: str | Path, data=None, quiet: bool = True) -> dict:
-    """Train ``cfg`` into ``out_dir`` (resuming from its latest checkpoint); return the final eval metrics."""
+def train(cfg: Cfg, out_dir: str | Path, data: LMData | ImageData | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir`` (resuming from its newest complete checkpoint); return the final metrics
+    (``val_*``/``test_*`` of every split, ``train_wall_s``, ``params``) or ``{"stopped_at": step}`` when
+    ``train.stop_after`` ends the run early."""
     info = init_distributed("cpu" if not torch.cuda.is_available() else "auto")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    out = Path(out_dir)
+    # 1. everything that can fail, before anything is written
+    check_train_cfg(cfg)
     if data is None:
         data = make_data(cfg)
     elif cfg.model.kind == "lm":
         cfg.model.vocab_size = data.vocab_size
-    out = Path(out_dir)
-    run = RunDir(out, config=to_dict(cfg))
+    check_model_cfg(cfg.model)
     seed_everything(cfg.train.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
     model = build_model(cfg.model).to(info.device)
     opt = torch.optim.AdamW(param_groups(model, cfg.train.weight_decay), lr=cfg.train.lr,
@@ -72,12 +102,15 @@ def train(cfg: Cfg, out_dir: str | Path, data=None, quiet: bool = True) -> dict:
         opt.load_state_dict(ck.optimizer)
         ck.restore_rng()
         start = ck.step
+    # 2. the run folder
+    run = RunDir(out, config=to_dict(cfg))  # metrics.jsonl is appended to: a resumed run re-logs its steps
     ddp = wrap_ddp(model, info)
     logger = MetricLogger(run.path)
     t0 = time.perf_counter()
     tokens_per_step = cfg.train.batch_size * (cfg.train.seq_len if cfg.model.kind == "lm" else 1)
     end = min(cfg.train.stop_after, cfg.train.steps) if cfg.train.stop_after else cfg.train.steps
-    for step in range(start, end):
+    desc = f"train {cfg.model.kind}-{cfg.model.connection}"
+    for step in progress(range(start, end), total=end - start, desc=desc):
         if cfg.model.kind == "lm":
             x, y = lm_batch(data.train, cfg.train.seq_len, cfg.train.batch_size, cfg.train.seed, info.rank, step)
         else:
@@ -100,10 +133,8 @@ def train(cfg: Cfg, out_dir: str | Path, data=None, quiet: bool = True) -> dict:
             logger.log(step=step + 1, split="train", loss=loss.item(), lr=lr, grad_norm=float(gnorm),
                        tokens=(step + 1) * tokens_per_step * info.world_size, **extra)
         if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0 and step + 1 < cfg.train.steps:
-            m = _evaluate(model, cfg, data, "val")
-            logger.log(step=step + 1, split="val", **m)
-            model.train()
-        if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0 and step + 1 < cfg.train.steps:
+            logger.log(step=step + 1, split="val", **evaluate_split(model, cfg, data, "val"))
+        if cfg.train.ckpt_every and (step + 1) % cfg.train.ckpt_every == 0 and step + 1 < end:
             _save(out, step + 1, model, opt, cfg)
     wall = time.perf_counter() - t0
     if start < end or ck is None:
@@ -111,8 +142,7 @@ def train(cfg: Cfg, out_dir: str | Path, data=None, quiet: bool = True) -> dict:
     if end < cfg.train.steps:
         logger.close()
         return {"stopped_at": end}
-    metrics = {f"val_{k}": v for k, v in _evaluate(model, cfg, data, "val").items()}
-    metrics.update({f"test_{k}": v for k, v in _evaluate(model, cfg, data, "test").items()})
+    metrics = evaluate_splits(model, cfg, data)
     metrics["train_wall_s"] = wall
     metrics["params"] = sum(p.numel() for p in model.parameters())
     logger.log(step=cfg.train.steps, split="final", **metrics)
@@ -122,19 +152,35 @@ def train(cfg: Cfg, out_dir: str | Path, data=None, quiet: bool = True) -> dict:
 
 def _save(out: Path, step: int, model, opt, cfg: Cfg) -> None:
     if is_main():
-        save_checkpoint(out / "ckpt", step, model=model, optimizer=opt, config=to_dict(cfg), keep_last=2)
+        save_checkpoint(out / "ckpt", step, model=model, optimizer=opt, config=to_dict(cfg),
+                        state={"step": step}, keep_last=cfg.train.keep_last)
 
 
-def _evaluate(model, cfg: Cfg, data, split: str) -> dict:
-    if cfg.model.kind == "lm":
-        return evaluate_lm(model, cfg, data, split)
-    return evaluate_vit(model, cfg, data, split)
+@dataclass
+class LoadedRun:
+    cfg: Cfg
+    model: torch.nn.Module
+    data: LMData | ImageData
+    step: int
+    path: Path
 
 
-def cmd_train(args) -> int:
-    cfg = load_config(Cfg, args.config, overrides=args.overrides or [])
-    out = args.out_dir or cfg.out_dir
-    m = train(cfg, out)
-    if is_main():
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()})
-    return 0
+def load_run(run_dir: str | Path, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
+             with_data: bool = True) -> LoadedRun:
+    """A trained run from its own ``config.yaml`` (plus ``overrides``, which may change evaluation keys; a
+    changed model key is a ``CheckpointMismatch``) and its newest complete checkpoint (model in eval mode)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder (train one with `hyperfrac train --out-dir {run}`)")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run / 'config.yaml'}: missing; {run} is not a run folder written by `hyperfrac train`")
+    cfg = load_config(Cfg, run / "config.yaml", overrides=list(overrides))
+    ck = load_checkpoint(run / "ckpt", map_location=device)
+    if ck is None:
+        raise CheckpointError(f"{run / 'ckpt'}: no checkpoint (the run has not saved one yet)")
+    data = make_data(cfg) if with_data else None
+    check_config_compatible(ck.config, to_dict(cfg), keys=("model",))
+    model = build_model(cfg.model).to(device)
+    model.load_state_dict(ck.model)
+    model.eval()
+    return LoadedRun(cfg=cfg, model=model, data=data, step=ck.step, path=run)
