@@ -72,3 +72,6 @@ def test_floor_check():
     assert floor_check("loss", 1.6, 1.7, higher_is_better=False)["ok"]
     assert not floor_check("loss", float("nan"), 1.7, higher_is_better=False)["ok"]
     assert not floor_check("loss", None, 1.7)["ok"]
+    assert floor_check("loss", 1.7, 1.7, higher_is_better=False)["ok"]
+    rec = floor_check("loss", 1.7, 1.7, higher_is_better=False, strict=True)
+    assert not rec["ok"] and rec["direction"] == "<"

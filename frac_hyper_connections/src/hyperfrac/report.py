@@ -129,7 +129,7 @@ def make_floors(summary: dict, plan: dict) -> list[dict]:
         e = summary["lm:prenorm"]
         unit = plan.get("loss_unit", "nats/token")
         out.append({"arm": "LM Pre-Norm", **floor_check(f"test loss in {unit}, {_seeds_text(e)}", e["test_loss"],
-                                                          fl["lm"], higher_is_better=False)})
+                                                          fl["lm"], higher_is_better=False, strict=True)})
     if "vit" in fl and "vit:prenorm" in summary:
         e = summary["vit:prenorm"]
         out.append({"arm": "ViT (Pre-Norm)", **floor_check(f"test top-1, {_seeds_text(e)}", e["test_top1"],

@@ -149,8 +149,14 @@ def combine(statuses: Iterable[str | Verdict]) -> str:
     return INCONCLUSIVE
 
 
-def floor_check(name: str, value: float | None, floor: float, higher_is_better: bool = True) -> dict:
-    """A baseline's quality floor as a results.json record: ``{"metric", "value", "floor", "ok"}``."""
-    ok = _finite(value) and (value >= floor if higher_is_better else value <= floor)
-    return {"metric": name, "value": value, "floor": floor,
-            "direction": ">=" if higher_is_better else "<=", "ok": bool(ok)}
+def floor_check(name: str, value: float | None, floor: float, higher_is_better: bool = True,
+                strict: bool = False) -> dict:
+    """A baseline's quality floor as a results.json record: ``{"metric", "value", "floor", "direction", "ok"}``.
+    ``strict``: the value must be strictly beyond the floor ("under 1.70" rather than "at most 1.70")."""
+    if higher_is_better:
+        ok = _finite(value) and (value > floor if strict else value >= floor)
+        direction = ">" if strict else ">="
+    else:
+        ok = _finite(value) and (value < floor if strict else value <= floor)
+        direction = "<" if strict else "<="
+    return {"metric": name, "value": value, "floor": floor, "direction": direction, "ok": bool(ok)}
