@@ -13,6 +13,6 @@ from racedit.moe import MoEFFN  # noqa: E402
 def make_layer():
     def make(routing="race", gating="identity", E=8, k=2, d=16, L=16, seed=0, **kw):
         torch.manual_seed(seed)
-        return MoEFFN(d, MoECfg(num_experts=E, top_k=k, routing=routing, gating=gating, kernel_impl="torch", **kw),
-                      target_dim=4, num_tokens=L)
+        return MoEFFN(d, MoECfg(num_experts=E, top_k=k, routing=routing, gating=gating, **kw),
+                      target_dim=4, num_tokens=L, impl="torch")
     return make

@@ -10,19 +10,18 @@ Candidates per case (N tokens, width d, E experts, k per token, expert hidden 4d
 * ``moe_experts``     the expert FFN alone on precomputed routing (sorted pairs, per-expert GEMMs, index_add)
 * ``masked_loop``     the same router and routing, experts run by a per-expert boolean-mask loop
 
-``python -m racedit.bench --gpu`` runs the CUDA check: Triton vs torch parity and timing (writes
-results/bench_gpu.json).
+``racedit bench --gpu`` runs the CUDA check: Triton vs torch parity and timing (``bench_gpu``).
+Timing functions only; the options are parsed in ``cli.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from reprokit.bench import compare, format_table, write_bench
+from reprokit.errors import UserError
 
 from . import routing as R
 from .config import MoECfg
@@ -49,8 +48,8 @@ def _candidates(E: int, k: int, d: int, tokens: int, device: str, impl: str = "t
     B = tokens // L
     x = torch.randn(B, L, d, device=device, requires_grad=True)
     dense = DenseMLP(d).to(device)
-    layer = MoEFFN(d, MoECfg(num_experts=E, top_k=k, routing="race", gating="identity", kernel_impl=impl),
-                   num_tokens=L).to(device).train()
+    layer = MoEFFN(d, MoECfg(num_experts=E, top_k=k, routing="race", gating="identity"),
+                   num_tokens=L, impl=impl).to(device).train()
     with torch.no_grad():
         _, logits = layer.router(x)
         mask, _ = R.route(logits, "race", k, True)
@@ -77,43 +76,37 @@ def _candidates(E: int, k: int, d: int, tokens: int, device: str, impl: str = "t
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="racedit.bench")
-    ap.add_argument("--tokens", type=int, default=4096)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--out", default=str(MEMBER / "results" / "bench.json"))
-    ap.add_argument("--gpu", action="store_true", help="CUDA: triton vs torch parity and timing")
-    args = ap.parse_args(argv)
-    if args.gpu:
-        return _gpu(args)
-    torch.set_num_threads(args.threads)
+def bench_cpu(tokens: int = 4096, threads: int = 1, repeats: int = 7, out: str | Path | None = None) -> Path:
+    """Every case on the CPU, side by side; writes ``out`` (default runs/bench.json) and re-renders
+    the README when ``out`` is the committed results/bench.json."""
+    out = Path(out) if out else MEMBER / "runs" / "bench.json"
+    torch.set_num_threads(threads)
     cases = {}
     summary = {}
     for E, k, d in CASES:
-        name = f"E={E} k={k} d={d} N={args.tokens}"
-        rows = compare(_candidates(E, k, d, args.tokens, "cpu"), baseline="dense_mlp", warmup=2, repeats=args.repeats)
+        name = f"E={E} k={k} d={d} N={tokens}"
+        rows = compare(_candidates(E, k, d, tokens, "cpu"), baseline="dense_mlp", warmup=2, repeats=repeats)
         cases[name] = rows
         r = {row.name: row for row in rows}
         summary[name] = {"moe_layer_vs_dense": r["moe_layer"].ratio, "experts_vs_dense": r["moe_experts"].ratio,
                          "loop_vs_moe_layer": r["masked_loop"].median_ms / r["moe_layer"].median_ms}
         print(f"## {name}\n{format_table(rows)}\n", flush=True)
-    cmd = f"cd raceDiT && OMP_NUM_THREADS={args.threads} uv run racedit bench  # = python -m racedit.bench " \
-          f"--tokens {args.tokens} --threads {args.threads} --repeats {args.repeats}"
-    write_bench(args.out, cases, command=cmd, extra={
+    cmd = (f"cd raceDiT && OMP_NUM_THREADS={threads} uv run racedit bench --tokens {tokens} --threads {threads} "
+           f"--repeats {repeats} --out results/bench.json")
+    write_bench(out, cases, command=cmd, extra={
         "targets": "moe_layer <= 1.5x dense_mlp; masked_loop >= 2x moe_layer at E=32", "summary": summary})
-    if args.out == str(MEMBER / "results" / "bench.json"):
+    if out.resolve() == (MEMBER / "results" / "bench.json").resolve() and (MEMBER / "README.md").is_file():
         from reprokit.results import render_readme
 
-        if (MEMBER / "README.md").is_file():
-            render_readme(MEMBER, write=True)
-    return 0
+        render_readme(MEMBER, write=True)
+    return out
 
 
-def _gpu(args) -> int:
+def bench_gpu(tokens: int = 4096, out: str | Path | None = None) -> Path:
+    """CUDA: Triton vs torch parity (relative max error of y and every gradient) and timing; writes
+    ``out`` (default runs/bench_gpu.json)."""
     if not torch.cuda.is_available():
-        print("--gpu needs CUDA", file=sys.stderr)
-        return 2
+        raise UserError("racedit bench --gpu needs a CUDA device")
     from .kernels import moe_ffn_torch
     from .kernels.moe_triton import moe_ffn_triton
 
@@ -121,7 +114,7 @@ def _gpu(args) -> int:
     parity = {}
     for E, k, d in CASES + [(32, 4, 1152)]:
         torch.manual_seed(0)
-        N, h = args.tokens * 4, 4 * d // k
+        N, h = tokens * 4, 4 * d // k
         x = torch.randn(N, d, device="cuda", requires_grad=True)
         logits = torch.randn(N, E, device="cuda")
         mask, _ = R.route(logits.unsqueeze(0), "race", k, True)
@@ -150,11 +143,8 @@ def _gpu(args) -> int:
             return call
         cases[f"E={E} k={k} d={d} N={N}"] = compare({"torch": run(moe_ffn_torch), "triton": run(moe_ffn_triton)},
                                                      baseline="torch", warmup=3, repeats=20)
-    out = MEMBER / "results" / "bench_gpu.json"
-    write_bench(out, cases, command="python -m racedit.bench --gpu", extra={"relative_max_err": parity})
+    out = Path(out) if out else MEMBER / "runs" / "bench_gpu.json"
+    write_bench(out, cases, command=f"uv run racedit bench --gpu --tokens {tokens}",
+                extra={"relative_max_err": parity})
     print(parity)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return out

@@ -2,6 +2,10 @@
 
 Values the paper does not state (loss weights, threshold EMA decay, optimiser, steps of the
 ablations, ...) are knobs whose defaults are *our* choices, documented here, never the paper's.
+
+Model sizes: ``model.size`` (S/B/M/L/XL, the DiT presets plus the paper's M of Table 4) fills
+``model.depth/hidden/heads``; 0 means "unset". Setting one of them to another value than the preset
+is a ConfigError; without a size all three must be given (``model.depth=4`` then works as usual).
 """
 
 from __future__ import annotations
@@ -9,27 +13,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from reprokit.config import ConfigError
+
 ROUTINGS = ("tc", "ec", "bl", "be", "le", "race")
 GATINGS = ("softmax", "sigmoid", "identity")
 
 Routing = Literal["tc", "ec", "bl", "be", "le", "race"]
 Gating = Literal["softmax", "sigmoid", "identity"]
+Size = Literal["S", "B", "M", "L", "XL"]
 
 # DiT sizes (depth, hidden, heads); M is the paper's non-standard size (Table 4).
-SIZES = {
+SIZES: dict[str, tuple[int, int, int]] = {
     "S": (12, 384, 6),
     "B": (12, 768, 12),
     "M": (16, 960, 16),
     "L": (24, 1024, 16),
     "XL": (28, 1152, 16),
 }
+_DIMS = ("depth", "hidden", "heads")
 
 
 @dataclass
 class MoECfg:
     enabled: bool = True            # False: the dense DiT MLP (4d hidden)
     num_experts: int = 8            # E
-    top_k: int = 2                  # k: average experts per token ("k-in-E"); expert hidden = 4d/k * hidden_split_scale
+    top_k: int = 2                  # k: average experts per token ("k-in-E"); expert hidden = 4d/k
     routing: Routing = "race"       # tc | ec | bl | be | le | race (Table 6)
     gating: Gating = "identity"     # G(s): softmax | sigmoid | identity (Table 1)
     # eval: "threshold" compares scores with the per-row EMA of the training K-th score (for routings
@@ -40,15 +48,15 @@ class MoECfg:
     normalize_topk: bool = False    # renormalise softmax gates over the selected experts (TC only)
     router_mlp: bool = True         # router trunk Linear(d,d)+GELU before the heads (Fig. 12)
     target_head: bool = True        # training-only PLR head d -> p^2*C
-    kernel_impl: Literal["auto", "triton", "torch"] = "auto"
 
 
 @dataclass
 class ModelCfg:
-    size: str = ""                  # "" -> use depth/hidden/heads below; else one of S/B/M/L/XL
-    depth: int = 4
-    hidden: int = 64
-    heads: int = 4
+    size: Size | None = None        # a DiT preset filling depth/hidden/heads; None: give all three
+    depth: int = 0                  # blocks (0 = unset: from the preset)
+    hidden: int = 0                 # width d (0 = unset)
+    heads: int = 0                  # attention heads (0 = unset)
+    impl: Literal["auto", "triton", "torch"] = "auto"   # every kernel of the model (reprokit.kernels)
     patch: int = 4
     image_size: int = 32            # after padding (Fashion-MNIST 28 is padded to 32 -> 8x8 = 64 tokens)
     channels: int = 1
@@ -56,6 +64,33 @@ class ModelCfg:
     class_dropout: float = 0.1      # label dropout for classifier-free guidance
     learn_sigma: bool = False       # DiT's 2C output channels (only the head size; no VLB term is trained)
     moe: MoECfg = field(default_factory=MoECfg)
+
+    def __post_init__(self) -> None:
+        dims = {k: getattr(self, k) for k in _DIMS}
+        if self.size is not None:
+            if self.size not in SIZES:
+                raise ConfigError(f"model.size: {self.size!r} is not one of {list(SIZES)}")
+            preset = dict(zip(_DIMS, SIZES[self.size]))
+            for k, v in dims.items():
+                if v == 0:
+                    setattr(self, k, preset[k])
+                elif v != preset[k]:
+                    raise ConfigError(f"model.{k}={v} conflicts with model.size={self.size} (which sets "
+                                      f"{k}={preset[k]}); drop model.size or model.{k}")
+            return
+        bad = [f"model.{k}={v}" for k, v in dims.items() if v <= 0]
+        blank = all(v == 0 for v in dims.values())
+        # The blank section (no size, nothing set) is allowed only because reprokit's load_config
+        # instantiates the defaults before merging the file; building a model from it fails in dims().
+        if bad and not blank:
+            raise ConfigError(f"without model.size, model.depth/hidden/heads must all be > 0; got {', '.join(bad)}")
+
+    def dims(self) -> tuple[int, int, int]:
+        """(depth, hidden, heads); a ConfigError when neither a size nor the three values were given."""
+        if min(self.depth, self.hidden, self.heads) <= 0:
+            raise ConfigError("the model has no size: set model.size (one of "
+                              f"{'/'.join(SIZES)}) or model.depth, model.hidden and model.heads")
+        return self.depth, self.hidden, self.heads
 
 
 @dataclass
@@ -90,15 +125,27 @@ class TrainCfg:
     steps: int = 1000
     batch_size: int = 64            # global batch (split over ranks)
     lr: float = 3e-4
+    warmup_frac: float = 0.05       # linear warm-up over max(1, int(warmup_frac * steps)) steps
+    schedule: Literal["constant", "cosine"] = "constant"   # after the warm-up
+    min_lr_frac: float = 0.0        # cosine: final LR = min_lr_frac * lr
     weight_decay: float = 0.0
-    warmup: int = 50
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0          # 0 = no clipping
     ema_decay: float = 0.999
     seed: int = 0
     log_every: int = 25
     ckpt_every: int = 0             # 0 = only at the end
+    keep_last: int = 2              # checkpoints kept (>= 2: a corrupt newest one has a fallback)
     resume: bool = True
     threads: int = 0                # torch threads (0 = leave as is)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.warmup_frac <= 1.0:
+            raise ConfigError(f"train.warmup_frac={self.warmup_frac} is not in [0, 1]")
+        if self.keep_last < 2:
+            raise ConfigError(f"train.keep_last={self.keep_last}: keep at least 2 checkpoints "
+                              "(a corrupt newest one falls back to the previous)")
+        if self.log_every < 1:
+            raise ConfigError(f"train.log_every={self.log_every} must be >= 1")
 
 
 @dataclass
@@ -117,7 +164,6 @@ class EvalCfg:
 
 @dataclass
 class Cfg:
-    name: str = "run"
     model: ModelCfg = field(default_factory=ModelCfg)
     diffusion: DiffusionCfg = field(default_factory=DiffusionCfg)
     loss: LossCfg = field(default_factory=LossCfg)
@@ -125,11 +171,3 @@ class Cfg:
     train: TrainCfg = field(default_factory=TrainCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
     out_dir: str = "runs/default"
-
-
-def resolve_size(m: ModelCfg) -> tuple[int, int, int]:
-    if not m.size:
-        return m.depth, m.hidden, m.heads
-    if m.size not in SIZES:
-        raise ValueError(f"model.size {m.size!r} is not one of {sorted(SIZES)} (or '' for explicit depth/hidden/heads)")
-    return SIZES[m.size]

@@ -25,10 +25,6 @@ class Diffusion:
             return torch.rand(n, generator=gen)
         return torch.randint(0, self.cfg.num_timesteps, (n,), generator=gen).float()
 
-    def t_fraction(self, t: torch.Tensor) -> torch.Tensor:
-        """t mapped to [0, 1] (noise level order) for diagnostics."""
-        return t if self.cfg.kind == "flow" else t / self.cfg.num_timesteps
-
     def model_t(self, t: torch.Tensor) -> torch.Tensor:
         return t * 1000.0 if self.cfg.kind == "flow" else t
 
@@ -51,7 +47,8 @@ class Diffusion:
                steps: int | None = None, cfg_scale: float | None = None, null_class: int | None = None,
                on_step=None) -> torch.Tensor:
         """Generate images for labels ``y``; classifier-free guidance when cfg_scale != 1 (doubles the
-        batch with the null class). ``on_step(i, t_fraction)`` is called before every model call."""
+        batch with the null class). ``on_step(i, t)`` is called before every model call with t mapped to
+        [0, 1] (1 = noise)."""
         steps = steps or self.cfg.sample_steps
         scale = self.cfg.cfg_scale if cfg_scale is None else cfg_scale
         device = y.device

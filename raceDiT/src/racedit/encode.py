@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reprokit.errors import DataError, ShapeError, UserError
+
 from .data import list_image_folder
 
 
@@ -42,11 +44,11 @@ def load_vae(path: str, device: str = "cpu"):
     try:
         from diffusers import AutoencoderKL
     except ImportError as e:  # the extra is not installed
-        raise ImportError("encode-latents needs the optional extra 'vae' (diffusers): "
+        raise UserError("encode-latents needs the optional extra 'vae' (diffusers): "
                           "uv sync --extra vae, or pip install 'racedit[vae]'") from e
     p = Path(path)
     if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"--vae {path!r} is not a local diffusers AutoencoderKL folder "
+        raise DataError(f"--vae {path!r} is not a local diffusers AutoencoderKL folder "
                                 "(expected config.json and weights; nothing is downloaded)")
     return AutoencoderKL.from_pretrained(str(p), local_files_only=True).to(device).eval()
 
@@ -64,9 +66,9 @@ def encode_folder(vae_path: str, images: str, out: str, image_size: int = 256, s
                   progress: bool = True) -> dict:
     """Encode every ``<images>/<class>/<file>`` (one split) into shards under ``out``; returns meta."""
     if mode not in ("sample", "mean"):
-        raise ValueError(f"unknown --mode {mode!r}; valid: sample, mean")
+        raise UserError(f"unknown --mode {mode!r}; valid: sample, mean")
     if image_size % 8:
-        raise ValueError(f"--image-size {image_size} is not a multiple of 8 (the VAE downsamples by 8)")
+        raise ShapeError(f"--image-size {image_size} is not a multiple of 8 (the VAE downsamples by 8)")
     from PIL import Image
 
     from reprokit.runs import progress as pbar

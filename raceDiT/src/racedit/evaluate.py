@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reprokit.runs import progress
+
 from . import routing as R
 from .config import Cfg
-from .data import ImageData, crop_images, load_data
+from .data import ImageData, crop_images, load_split
 from .diffusion import Diffusion
 from .model import DiT
 
@@ -44,11 +46,11 @@ def heldout_loss(model: DiT, diff: Diffusion, data: ImageData, cfg: Cfg) -> dict
     pairs = None
     loads = []
     B = ec.batch_size
-    for i in range(0, n, B):
+    for i in progress(range(0, n, B), desc="held-out loss"):
         sl = slice(i, i + B)
-        xt, target = diff.noisy(x0[sl], t[sl], noise[sl])
+        xt, target = diff.noisy(x0[sl], t[sl], noise[sl])                      # (b, C, H, W)
         out = model(xt, diff.model_t(t[sl]), y[sl])[:, : x0.shape[1]]
-        l = ((out - target) ** 2).flatten(1).mean(1)
+        l = ((out - target) ** 2).flatten(1).mean(1)                           # (b,)
         per_bin.index_add_(0, bins[sl], l)
         cnt.index_add_(0, bins[sl], torch.ones_like(l))
         masks = _layer_masks(model)
@@ -91,7 +93,7 @@ def generate(model: DiT, diff: Diffusion, cfg: Cfg, per_class: int, num_classes:
     m = cfg.model
     outs = []
     step_ept: dict[int, list[float]] = {}
-    for i in range(0, len(y_all), cfg.eval.batch_size):
+    for i in progress(range(0, len(y_all), cfg.eval.batch_size), desc=f"sampling {len(y_all)} images"):
         y = y_all[i: i + cfg.eval.batch_size]
         cur: dict = {}
 
@@ -117,7 +119,8 @@ def generate(model: DiT, diff: Diffusion, cfg: Cfg, per_class: int, num_classes:
 
 
 def fid_metrics(samples: torch.Tensor, labels: torch.Tensor, real: ImageData, cfg: Cfg) -> dict:
-    """Non-standard FID/KID against the held-out real images and class accuracy of the samples."""
+    """Non-standard FID/KID against the held-out real images and class accuracy of the samples; the
+    feature network is identified by its tensor digest (``feature_net_digest``)."""
     from reprokit.metrics.fid import extract_features, fid_from_features, kid_from_features
 
     from .feature_net import load_feature_net, train_feature_net
@@ -129,13 +132,13 @@ def fid_metrics(samples: torch.Tensor, labels: torch.Tensor, real: ImageData, cf
     realx = real.images[: cfg.eval.fid_real_n]
     realx = crop_images(realx, size) if realx.shape[-1] != size else realx
     with torch.no_grad():
-        ff = extract_features(net.features, fake)
-        fr = extract_features(net.features, realx)
+        ff = extract_features(net.features, fake)                              # (n_fake, feat)
+        fr = extract_features(net.features, realx)                             # (n_real, feat)
         pred = torch.cat([net(fake[i: i + 500]).argmax(1) for i in range(0, len(fake), 500)])
     kid_mean, kid_std = kid_from_features(ff, fr, num_subsets=50, subset_size=min(len(ff), len(fr), 500))
     return {"fid": fid_from_features(ff, fr), "kid": kid_mean, "kid_std": kid_std,
             "class_accuracy": float((pred == labels).float().mean()),
-            "feature_net_sha256": rep["sha256"], "feature_net_test_accuracy": rep["test_accuracy"],
+            "feature_net_digest": rep["weights_digest"], "feature_net_test_accuracy": rep["test_accuracy"],
             "fid_label": FID_LABEL, "n_fake": len(ff), "n_real": len(fr)}
 
 
@@ -148,8 +151,10 @@ def inception_fid(samples: torch.Tensor, real: ImageData, cfg: Cfg) -> float:
                              extract_features(net, real.images[: cfg.eval.fid_real_n], batch_size=50))
 
 
-def evaluate(model: DiT, diff: Diffusion, cfg: Cfg, out_dir: str | Path | None = None, grid_path=None) -> dict:
-    real = load_data(cfg.data, "heldout", cfg.model.channels, cfg.model.image_size)
+def evaluate(model: DiT, diff: Diffusion, cfg: Cfg, grid_path: str | Path | None = None) -> dict:
+    """Every metric of a trained model on the held-out split; a sample grid (k per class, one row per
+    class) to ``grid_path`` when given."""
+    real = load_split(cfg, "heldout")
     res = heldout_loss(model, diff, real, cfg)
     ncls = min(cfg.model.num_classes, int(real.labels.max()) + 1)
     if cfg.eval.fid_samples_per_class > 0:

@@ -1,8 +1,15 @@
 """Training: one process or torchrun (gloo on CPU, nccl on CUDA); exact resume from checkpoints.
 
-Randomness per step (batch indices, t, noise, label dropout) is a deterministic function of
-(seed, step, rank), and the checkpoint holds the model (with the routers' EMA thresholds), the EMA
-weights and the optimiser, so N steps straight equal N/2 + resume + N/2.
+``train(cfg, out_dir)`` reads the data, builds the model and loads the newest complete checkpoint
+*before* it writes anything, so an expected failure (a ``reprokit.errors.UserError``: missing data,
+impossible shapes, a corrupt checkpoint or one of another configuration) leaves the run folder as it
+was. Randomness per step comes from keyed streams ``reprokit.rng.step_generator(seed, stream, rank,
+step)`` (timesteps, noise, label dropout) and the batch from ``data.batch_indices``; the checkpoint
+holds the model (with the routers' EMA thresholds), the EMA weights and the optimiser, so N steps
+straight equal N/2 + resume + N/2.
+
+``load_run(run_dir, overrides)`` rebuilds a trained run from its *own* ``config.yaml`` and newest
+checkpoint (for ``evaluate``, ``sample`` and the reproduction's evaluation).
 """
 
 from __future__ import annotations
@@ -10,36 +17,42 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from reprokit import dist as rdist
-from reprokit.checkpoint import check_config_compatible, load_checkpoint, save_checkpoint
-from reprokit.config import to_dict
-from reprokit.runs import MetricLogger, RunDir
+from reprokit.checkpoint import (
+    CheckpointError,
+    CheckpointMismatch,
+    check_config_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from reprokit.config import ConfigError, load_config, to_dict
+from reprokit.rng import step_generator
+from reprokit.runs import MetricLogger, RunDir, progress, read_jsonl
 
 from . import routing as R
-from .config import Cfg
-from .data import batch_indices, load_data
+from .config import Cfg, TrainCfg
+from .data import batch_indices, load_split
 from .diffusion import Diffusion
 from .model import DiT
 
-COMPAT_KEYS = ("model", "diffusion")
+OBJECTIVE_KEYS = ("kind", "num_timesteps")   # diffusion keys fixed by training (the sampler's are free)
 
 
-def check_data(cfg: Cfg, data) -> None:
-    m = cfg.model
-    if tuple(data.images.shape[1:]) != (m.channels, m.image_size, m.image_size):
-        raise ValueError(f"data images are {tuple(data.images.shape[1:])} but the model expects "
-                         f"({m.channels}, {m.image_size}, {m.image_size}); set model.channels/model.image_size "
-                         "or data.pad_to")
-    if data.num_classes > m.num_classes:
-        raise ValueError(f"data has {data.num_classes} classes but model.num_classes={m.num_classes}")
-
-
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 7_919 + step) * 131 + rank + 1)
+def check_compatible(saved: dict | None, cfg: Cfg) -> None:
+    """A checkpoint loads only into the same model (every ``model.*`` key) and the same objective
+    (``diffusion.kind``, ``diffusion.num_timesteps``); CheckpointMismatch naming the keys otherwise."""
+    cur = to_dict(cfg)
+    check_config_compatible(saved, cur, keys=("model",))
+    old = (saved or {}).get("diffusion", {})
+    diffs = [f"diffusion.{k}: checkpoint={old.get(k)!r} current={cur['diffusion'][k]!r}"
+             for k in OBJECTIVE_KEYS if old.get(k) != cur["diffusion"][k]]
+    if diffs:
+        raise CheckpointMismatch("checkpoint was written by a different configuration: " + "; ".join(diffs))
 
 
 @torch.no_grad()
@@ -51,6 +64,7 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def routing_stats(model: DiT) -> dict[str, float]:
+    """MaxVio and experts per token of the last (training) forward, mean over the MoE layers."""
     layers = model.moe_layers()
     if not layers:
         return {}
@@ -65,18 +79,32 @@ def build(cfg: Cfg) -> tuple[DiT, Diffusion]:
     return DiT(cfg.model), Diffusion(cfg.diffusion)
 
 
-def train(cfg: Cfg, out_dir: str | Path, quiet: bool = False) -> dict:
-    """Train ``cfg``; writes metrics.jsonl, config.yaml and checkpoints under ``out_dir``."""
+def lr_at(tc: TrainCfg, step: int) -> float:
+    """Linear warm-up over max(1, int(warmup_frac * steps)) steps, then constant or cosine down to
+    ``min_lr_frac * lr`` at the last step."""
+    warm = max(1, int(tc.warmup_frac * tc.steps))
+    if step < warm:
+        return tc.lr * min(1.0, (step + 1) / warm)
+    if tc.schedule == "constant":
+        return tc.lr
+    frac = (step - warm) / max(1, tc.steps - warm)
+    return tc.lr * (tc.min_lr_frac + (1 - tc.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def train(cfg: Cfg, out_dir: str | Path) -> dict:
+    """Train ``cfg`` into ``out_dir`` (config.yaml, metrics.jsonl, ckpt/step_*/); returns the final
+    metrics: ``step``, the last logged train ``loss`` / ``total_loss`` / aux losses / routing stats,
+    ``train_seconds`` (this call) and ``world_size``."""
     info = rdist.init_distributed()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     world, rank = info.world_size, info.rank
     tc = cfg.train
     if tc.batch_size % world:
-        raise ValueError(f"train.batch_size={tc.batch_size} is not divisible by the {world} ranks")
+        raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {world} ranks")
     out = Path(out_dir)
-    data = load_data(cfg.data, "train", cfg.model.channels, cfg.model.image_size)
-    check_data(cfg, data)
+    # 1. everything that can fail, before anything is written
+    data = load_split(cfg, "train")
     rdist.seed_everything(tc.seed)  # same init on every rank
     model, diff = build(cfg)
     model.to(info.device)
@@ -84,34 +112,40 @@ def train(cfg: Cfg, out_dir: str | Path, quiet: bool = False) -> dict:
     for p in ema.parameters():
         p.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    run = RunDir(out, config=to_dict(cfg))
+    if cfg.model.moe.enabled:  # K = k |D_B| / E must be an integer for this batch (ShapeError otherwise)
+        m = cfg.model.moe
+        R.capacity(m.routing, m.top_k, tc.batch_size, model.num_tokens, m.num_experts)
+    batch_indices(len(data), tc.batch_size, 0, tc.seed, rank, world)   # batch <= dataset (ShapeError)
     start = 0
     ck = load_checkpoint(out / "ckpt") if tc.resume else None
     if ck is not None:
-        check_config_compatible(ck.config, to_dict(cfg), keys=COMPAT_KEYS)
+        check_compatible(ck.config, cfg)
+        if ck.ema is None or ck.optimizer is None:
+            raise CheckpointError(f"{ck.path}: holds no EMA weights or optimiser state; cannot resume")
         model.load_state_dict(ck.model)
         ema.load_state_dict(ck.ema)
         opt.load_state_dict(ck.optimizer)
         start = ck.step
+    # 2. the run folder
+    run = RunDir(out, config=cfg)
+    logger = MetricLogger(run.path)
     unused = cfg.model.moe.enabled and cfg.model.moe.target_head and cfg.loss.plr_weight == 0
     net = rdist.wrap_ddp(model, info, find_unused_parameters=unused) if world > 1 else model
-    logger = MetricLogger(run.path)
     lc = cfg.loss
     local = tc.batch_size // world
     t0 = time.time()
     last: dict = {}
     model.train()
-    for step in range(start, tc.steps):
-        idx = batch_indices(len(data), tc.batch_size, step, tc.seed, rank, world)
-        x0 = data.images[idx].to(info.device)
-        y = data.labels[idx].to(info.device)
-        g = step_generator(tc.seed, step, rank)
-        t = diff.sample_t(local, g).to(info.device)
-        noise = torch.randn(x0.shape, generator=g).to(info.device)
+    for step in progress(range(start, tc.steps), total=tc.steps - start, desc=f"train {out.name}"):
+        idx = batch_indices(len(data), tc.batch_size, step, tc.seed, rank, world)   # (local,)
+        x0 = data.images[idx].to(info.device)                                       # (local, C, H, W)
+        y = data.labels[idx].to(info.device)                                        # (local,)
+        t = diff.sample_t(local, step_generator(tc.seed, "t", rank, step)).to(info.device)
+        noise = torch.randn(x0.shape, generator=step_generator(tc.seed, "noise", rank, step)).to(info.device)
         if cfg.model.class_dropout > 0:
-            drop = (torch.rand(local, generator=g) < cfg.model.class_dropout).to(info.device)
-            y = torch.where(drop, torch.full_like(y, model.null_class), y)
-        lr = tc.lr * min(1.0, (step + 1) / max(tc.warmup, 1))
+            u = torch.rand(local, generator=step_generator(tc.seed, "label_dropout", rank, step))
+            y = torch.where((u < cfg.model.class_dropout).to(info.device), torch.full_like(y, model.null_class), y)
+        lr = lr_at(tc, step)
         for grp in opt.param_groups:
             grp["lr"] = lr
         loss_d, _, target = diff.loss(net, x0, y, t, noise)
@@ -132,31 +166,56 @@ def train(cfg: Cfg, out_dir: str | Path, quiet: bool = False) -> dict:
             vals = torch.tensor([float(loss_d.detach()), float(total.detach())])
             rdist.all_reduce(vals, "mean")
             last = {"loss": float(vals[0]), "total_loss": float(vals[1]), "lr": lr, "grad_norm": float(gnorm),
-                    **{k: float(v.detach()) for k, v in aux.items()}, **routing_stats(model),
-                    "elapsed_s": round(time.time() - t0, 2)}
+                    **{k: float(v.detach()) for k, v in aux.items()}, **routing_stats(model)}
             logger.log(step=step + 1, split="train", **last)
         if tc.ckpt_every and (step + 1) % tc.ckpt_every == 0 and step + 1 < tc.steps:
             _save(out, step + 1, model, ema, opt, cfg)
     if start < tc.steps or ck is None:
         _save(out, tc.steps, model, ema, opt, cfg)
     logger.close()
-    return {"model": model, "ema": ema, "diffusion": diff, "last": last, "train_seconds": time.time() - t0,
-            "world_size": world}
+    if not last and rdist.is_main():  # nothing ran (already finished): the last logged line
+        rec = [r for r in read_jsonl(run.path / "metrics.jsonl") if r.get("split") == "train"]
+        last = {k: v for k, v in (rec[-1] if rec else {}).items() if k not in ("step", "split", "time")}
+    return {"step": tc.steps, **last, "train_seconds": round(time.time() - t0, 2), "world_size": world}
 
 
 def _save(out: Path, step: int, model, ema, opt, cfg: Cfg) -> None:
     if rdist.is_main():
-        save_checkpoint(out / "ckpt", step, model=model, ema=ema, optimizer=opt, config=to_dict(cfg), keep_last=1)
+        save_checkpoint(out / "ckpt", step, model=model, ema=ema, optimizer=opt, config=to_dict(cfg),
+                        keep_last=cfg.train.keep_last)
     rdist.barrier()
 
 
-def load_trained(cfg: Cfg, run_dir: str | Path, use_ema: bool = True) -> tuple[DiT, Diffusion, int]:
-    """Model (EMA weights by default) from a run's latest checkpoint; a clear error when the
-    checkpoint belongs to another model config."""
-    ck = load_checkpoint(Path(run_dir) / "ckpt")
+@dataclass
+class LoadedRun:
+    """A trained run: its own config (plus evaluation overrides), the model (EMA weights when
+    ``cfg.eval.use_ema``) in eval mode, the diffusion, the checkpoint step and the run folder."""
+
+    cfg: Cfg
+    model: DiT
+    diffusion: Diffusion
+    step: int
+    path: Path
+
+
+def load_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedRun:
+    """Rebuild the run in ``run_dir`` from its ``config.yaml`` and newest complete checkpoint.
+
+    ``overrides`` may change evaluation keys (``eval.*``, the sampler's ``diffusion.sample_steps`` and
+    ``diffusion.cfg_scale``, ``data.*``); one that changes a model key or the training objective is a
+    CheckpointMismatch.
+    A missing folder, config or checkpoint is a UserError naming the path.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"run folder {run} does not exist (give --run the --out-dir of a train)")
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"{run / 'config.yaml'} is missing: {run} is not a run folder written by train")
+    cfg = load_config(Cfg, run / "config.yaml", list(overrides))
+    ck = load_checkpoint(run / "ckpt")
     if ck is None:
-        raise FileNotFoundError(f"no checkpoint under {Path(run_dir) / 'ckpt'}")
-    check_config_compatible(ck.config, to_dict(cfg), keys=COMPAT_KEYS)
+        raise CheckpointError(f"no checkpoint under {run / 'ckpt'} (was the training interrupted before its first save?)")
+    check_compatible(ck.config, cfg)
     model, diff = build(cfg)
-    model.load_state_dict(ck.ema if use_ema and ck.ema else ck.model)
-    return model.eval(), diff, ck.step
+    model.load_state_dict(ck.ema if cfg.eval.use_ema and ck.ema is not None else ck.model)
+    return LoadedRun(cfg=cfg, model=model.eval(), diffusion=diff, step=ck.step, path=run)

@@ -79,12 +79,6 @@ def conn_post_naive(H: torch.Tensor, y: torch.Tensor, mix: torch.Tensor, beta: t
 # coefficient tensors for the backward. ``conn_pre_naive`` / ``conn_post_naive`` above are the ground truth.
 # ---------------------------------------------------------------------------------------------------------
 
-def _ln_stats(H: torch.Tensor, eps: float):
-    mu = H.mean(-1, keepdim=True)
-    var = (H - mu).square().mean(-1, keepdim=True)
-    return mu, torch.rsqrt(var + eps)
-
-
 class _PreDyn(torch.autograd.Function):
     """Dynamic ``pre`` with the LayerNorm folded into the projection (the normalised streams are never
     materialised): ``P = rstd * (H @ W' - mu * colsum(W'))`` with ``W' = diag(g) W``; the backward uses the same

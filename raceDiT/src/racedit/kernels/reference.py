@@ -14,21 +14,11 @@ the tests.
 
 from __future__ import annotations
 
-import math
-
 import torch
-
-_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu_tanh(a: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.gelu(a, approximate="tanh")
-
-
-def gelu_tanh_grad(a: torch.Tensor) -> torch.Tensor:
-    u = _C * (a + 0.044715 * a * a * a)
-    t = torch.tanh(u)
-    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _C * (1.0 + 3 * 0.044715 * a * a)
 
 
 def _bounds(counts: torch.Tensor) -> list[int]:
