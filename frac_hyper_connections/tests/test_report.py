@@ -32,8 +32,10 @@ def _rec(kind, arm, lr, seed, val, test=None, cos=0.9, bpb=True):
 
 def _tiny_plan(**kw):
     plan = copy.deepcopy(PLANS["small"])
+    for k in ("lm_grid_arms", "vit_grid_arms", "lr_from", "lm_tag", "vit_tag"):
+        plan.pop(k)
     plan.update(lm_arms=["prenorm", "dhcx4"], vit_arms=[], seed_arms=["dhcx4"], lr_grid=[1e-3, 2e-3, 4e-3],
-                seeds=[0, 1])
+                seeds=[0, 1], max_extensions=1, floors={"lm": 1.70, "vit": 0.85})
     plan.update(kw)
     return plan
 
@@ -60,27 +62,64 @@ def test_plan_is_stable_when_fed_its_own_extended_records():
     assert planned_jobs(plan, recs + [_rec("lm", "dhcx4", 1.6e-2, 0, 1.9)]) == jobs2
 
 
-def test_committed_small_runs_cover_the_plan_exactly_but_one_older_record():
+def test_judgeable_plan_extends_until_bracketed_then_seeds_and_secondaries():
+    plan = copy.deepcopy(PLANS["small"])
+    plan.update(lm_arms=["prenorm", "dhcx4", "dhcx1"], lm_grid_arms=["prenorm", "dhcx4"], vit_arms=[],
+                vit_grid_arms=[], seed_arms=["prenorm", "dhcx4"], lr_grid=[1e-3, 2e-3, 4e-3], max_extensions=2,
+                lr_from={"dhcx1": "dhcx4"})
+    tag = plan["lm_tag"]
+
+    def rec(arm, lr, seed, val):
+        r = _rec("lm", arm, lr, seed, val)
+        r["run"] = run_name("lm", arm, lr, seed, tag)
+        return r
+
+    assert run_name("lm", "dhcx4", 0.004, 1, tag) == f"lm-dhcx4_{tag}_lr0.004_s1"
+    recs = [rec("prenorm", lr, 0, v) for lr, v in ((1e-3, 2.2), (2e-3, 2.1), (4e-3, 2.3))]   # bracketed
+    recs += [rec("dhcx4", lr, 0, v) for lr, v in ((1e-3, 2.3), (2e-3, 2.2), (4e-3, 2.1))]    # top edge
+    jobs = {j.name for j in planned_jobs(plan, recs)}
+    assert f"lm-dhcx4_{tag}_lr0.008_s0" in jobs and f"lm-prenorm_{tag}_lr0.002_s1" in jobs
+    assert not any("dhcx1" in j or "dhcx4" in j and "_s1" in j for j in jobs)  # wait for dhcx4's LR
+    recs.append(rec("dhcx4", 8e-3, 0, 2.0))      # still the edge: a second extension
+    jobs = {j.name for j in planned_jobs(plan, recs)}
+    assert f"lm-dhcx4_{tag}_lr0.016_s0" in jobs and not any("dhcx1" in j for j in jobs)
+    recs.append(rec("dhcx4", 1.6e-2, 0, 2.05))   # 8e-3 is now strictly inside: decided
+    jobs = planned_jobs(plan, recs)
+    names = {j.name for j in jobs}
+    assert {f"lm-dhcx4_{tag}_lr0.008_s1", f"lm-dhcx4_{tag}_lr0.008_s2", f"lm-dhcx1_{tag}_lr0.008_s0"} <= names
+    assert f"lm-dhcx4_{tag}_lr0.032_s0" not in names
+    assert planned_jobs(plan, recs + [rec("dhcx4", 8e-3, 1, 2.0)]) == jobs  # finished seeds add nothing
+    s = summarize(recs, plan)
+    t = make_tables(recs, s, plan)["lr_bracket"]
+    assert [r[4] for r in t["rows"]] == ["yes", "yes"]
+
+
+def test_committed_small_runs_cover_their_plan_exactly_but_one_older_record():
+    res = json.loads((SMALL / "results.json").read_text())
+    plan = res["protocol"]["plan"]
     recs = [json.loads(x) for x in (SMALL / "runs.jsonl").read_text().splitlines() if x.strip()]
+    recs = [r for r in recs if not r.get("tag")]  # runs of a newer plan (tagged with their budget) may follow
     names = {r["run"] for r in recs}
-    planned = {j.name for j in planned_jobs(PLANS["small"], recs)}
+    planned = {j.name for j in planned_jobs(plan, recs)}
     assert planned <= names
     assert names - planned == {"vit-prenorm_lr0.00025_s0"}  # walked on by the old rule re-applied on resume
     assert all(r["run"].startswith(r["kind"] + "-") and r["curve"] for r in recs)
 
 
 def test_committed_results_equal_what_report_builds_from_runs_jsonl():
-    recs = [json.loads(x) for x in (SMALL / "runs.jsonl").read_text().splitlines() if x.strip()]
-    planned = {j.name for j in planned_jobs(PLANS["small"], recs)}
-    recs = [r for r in recs if r["run"] in planned]
+    """With the plan the committed results were built with (stored in their protocol)."""
     res = json.loads((SMALL / "results.json").read_text())
-    summary = summarize(recs, PLANS["small"])
-    floors = make_floors(summary, PLANS["small"])
-    claims = make_claims(recs, summary, PLANS["small"], floors)
+    plan = res["protocol"]["plan"]
+    recs = [json.loads(x) for x in (SMALL / "runs.jsonl").read_text().splitlines() if x.strip()]
+    planned = {j.name for j in planned_jobs(plan, recs)}
+    recs = [r for r in recs if r["run"] in planned]
+    summary = summarize(recs, plan)
+    floors = make_floors(summary, plan, recs)
+    claims = make_claims(recs, summary, plan, floors)
     assert [(c["id"], c["status"], c["evidence"]) for c in claims] == \
         [(c["id"], c["status"], c["evidence"]) for c in res["claims"]]
     assert [f["ok"] for f in res["floors"]] == [f["ok"] for f in floors] == [False, False]
-    tables = make_tables(recs, summary, PLANS["small"])
+    tables = make_tables(recs, summary, plan)
     for name in ("lm", "lr_grid", "vit"):
         assert tables[name]["rows"] == res["tables"][name]["rows"], name
 

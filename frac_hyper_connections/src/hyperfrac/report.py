@@ -121,8 +121,40 @@ def _seeds_text(e: dict) -> str:
     return f"mean of {n} seeds" if n > 1 else f"seed {e['seeds'][0]}"
 
 
-def make_floors(summary: dict, plan: dict) -> list[dict]:
-    """The baselines' quality floors of this scale (``plan["floors"]``) as ``floor_check`` records."""
+def _flattening(r: dict) -> float | None:
+    """Relative held-out improvement over the last quarter of training: (val at 3/4 - final val) / val at 3/4
+    (None when the run logged no validation loss at 3/4 of its steps)."""
+    steps = r.get("steps")
+    at = {v["step"]: v["loss"] for v in r.get("val_curve") or [] if "loss" in v}
+    if not steps or 3 * steps // 4 not in at:
+        return None
+    v34 = at[3 * steps // 4]
+    return (v34 - r["val_loss"]) / v34
+
+
+def _extension_rule(plan: dict) -> str:
+    n = plan.get("max_extensions", 1)
+    return (f"an arm whose best LR is at an edge of the LRs tried gets one more LR beyond that edge (x2 or /2), "
+            f"at most {n} time{'s' if n > 1 else ''}, decided from its own seed-0 results only.")
+
+
+def _tried(records: list[dict], kind: str, arm: str) -> list[float]:
+    return sorted({r["lr"] for r in records if r["kind"] == kind and r["arm"] == arm and r["seed"] == 0})
+
+
+def _bracket_text(records: list[dict], kind: str, arm: str) -> str:
+    lrs = _tried(records, kind, arm)
+    best = best_lr(records, kind, arm)
+    if len(lrs) < 3:
+        return "no (fewer than 3 LRs)"
+    return "yes" if lrs[0] < best < lrs[-1] else ("no: best at the lowest LR" if best == lrs[0]
+                                                  else "no: best at the highest LR")
+
+
+def make_floors(summary: dict, plan: dict, records: list[dict] | None = None) -> list[dict]:
+    """The baselines' quality floors of this scale (``plan["floors"]``) as ``floor_check`` records: the
+    quality floor of each baseline and, for the LM baseline, the training-regime checks (tokens per
+    non-embedding parameter, held-out loss flattening over the last quarter)."""
     fl = plan.get("floors", {})
     out = []
     if "lm" in fl and "lm:prenorm" in summary:
@@ -130,6 +162,19 @@ def make_floors(summary: dict, plan: dict) -> list[dict]:
         unit = plan.get("loss_unit", "nats/token")
         out.append({"arm": "LM Pre-Norm", **floor_check(f"test loss in {unit}, {_seeds_text(e)}", e["test_loss"],
                                                           fl["lm"], higher_is_better=False, strict=True)})
+        base = [r for r in at_best(records or [], "lm", "prenorm")]
+        if "tokens_per_param" in fl and base:
+            r = base[0]
+            tpp = r["train_tokens"] / r["nonembed_params"] if r.get("nonembed_params") else None
+            out.append({"arm": "LM Pre-Norm", **floor_check(
+                f"training tokens per non-embedding parameter ({r.get('train_tokens')} / {r.get('nonembed_params')})",
+                tpp, fl["tokens_per_param"])})
+        if "flat_last_quarter" in fl and base:
+            flat = [_flattening(r) for r in base]
+            worst = None if any(f is None for f in flat) else max(flat)
+            out.append({"arm": "LM Pre-Norm", **floor_check(
+                f"held-out loss gain over the last quarter of training, worst of {len(base)} seed(s)", worst,
+                fl["flat_last_quarter"], higher_is_better=False, strict=True)})
     if "vit" in fl and "vit:prenorm" in summary:
         e = summary["vit:prenorm"]
         out.append({"arm": "ViT (Pre-Norm)", **floor_check(f"test top-1, {_seeds_text(e)}", e["test_top1"],
@@ -277,8 +322,16 @@ def make_tables(records: list[dict], summary: dict, plan: dict, claims: list[dic
                                    for g in grid]] for a in plan["lm_arms"] if f"lm:{a}" in summary],
                          "caption": "Validation loss of every arm at every LR (seed 0): the baseline is shown at "
                                     "each LR, so no gain comes from an under-tuned baseline. Base grid "
-                                    f"{{{', '.join(f'{g:g}' for g in plan['lr_grid'])}}}; an arm whose best "
-                                    "base-grid LR is at an edge gets exactly one more LR beyond it (x2 or /2)."}
+                                    f"{{{', '.join(f'{g:g}' for g in plan['lr_grid'])}}}; "
+                                    + _extension_rule(plan)}
+    tables["lr_bracket"] = {
+        "columns": ["kind", "arm", "LRs tried (seed 0)", "chosen LR", "bracketed"],
+        "rows": [[kind, summary[f"{kind}:{a}"]["label"], ", ".join(f"{x:g}" for x in _tried(records, kind, a)),
+                  f"{summary[f'{kind}:{a}']['best_lr']:g}", _bracket_text(records, kind, a)]
+                 for kind in ("lm", "vit") for a in plan.get(f"{kind}_grid_arms", plan[f"{kind}_arms"])
+                 if f"{kind}:{a}" in summary],
+        "caption": "Whether each grid arm's chosen LR lies strictly inside the LRs it tried (the optimum is "
+                   "bracketed); arms without a grid ran at their family's chosen LR. " + _extension_rule(plan)}
     vgrid = sorted({r["lr"] for r in records if r["kind"] == "vit" and r["seed"] == 0})
     vrows = []
     vb = summary.get("vit:prenorm")
@@ -351,7 +404,7 @@ def write_report(scale: str, out: Path, records: list[dict], plan: dict, config:
     from reprokit.results import render_readme, write_results
 
     summary = summarize(records, plan)
-    floors = make_floors(summary, plan)
+    floors = make_floors(summary, plan, records)
     claims = make_claims(records, summary, plan, floors)
     tables = make_tables(records, summary, plan, claims, OLD_STATUS if scale == "small" else None)
     make_figures(records, summary, plan, out)

@@ -38,13 +38,13 @@ from .data import analysis_inputs, make_data
 from .report import best_lr, write_report
 from .train import load_run, train
 
-__all__ = ["PLANS", "Job", "run_name", "base_jobs", "extension_jobs", "seed_jobs", "planned_jobs", "run_plan",
-           "run_reproduce"]
+__all__ = ["PLANS", "Job", "run_name", "base_jobs", "lr_decision", "bracketed", "extension_jobs", "seed_jobs",
+           "secondary_jobs", "planned_jobs", "run_plan", "run_reproduce"]
 
 PKG_DIR = Path(__file__).resolve().parents[2]
 
 LM_ARMS = ["prenorm", "dhcx4", "dfcx4", "dhcx1", "dhcx2", "shcx4", "dhcx4-notanh", "sfcx4", "dfcx2"]
-VIT_ARMS = ["prenorm", "shcx2", "dhcx2"]
+VIT_ARMS = ["prenorm", "dhcx2", "shcx2"]
 
 PLANS = {
     "smoke": {"lm_config": "smoke.yaml", "vit_config": "smoke_vit.yaml", "lm_arms": ["prenorm", "dhcx2", "dfcx2"],
@@ -52,19 +52,32 @@ PLANS = {
               "seed_arms": ["prenorm", "dhcx2"], "vit_seed_arms": ["dhcx2"], "floors": {},
               "loss_unit": "nats/token", "lm_data": "Synthetic Markov tokens (reprokit.testing)",
               "vit_data": "Synthetic striped images (reprokit.testing)"},
+    # The judgeable plan (issue #9; root README "A judgeable small reproduction"): the baselines trained into a
+    # sensible regime (LM: ~20 tokens per non-embedding parameter, held-out loss flattening, Pre-Norm under
+    # 1.70 nats/char; ViT: top-1 >= 0.85), the LR grid bracketing the optimum of each baseline and main arm
+    # (extended beyond an edge until bracketed, at most `max_extensions` times), 3 seeds for the arms of the main
+    # claims, and the secondary arms at 1 seed at the LR chosen for their family's main arm (`lr_from`).
     "small": {"lm_config": "small.yaml", "vit_config": "small_vit.yaml", "lm_arms": LM_ARMS, "vit_arms": VIT_ARMS,
-              "lr_grid": [3e-3, 6e-3, 1.2e-2], "vit_lr_grid": [1e-3, 2e-3, 4e-3], "seeds": [0, 1],
-              "seed_arms": ["prenorm", "dhcx4", "dfcx4"], "vit_seed_arms": [],
+              "lm_grid_arms": ["prenorm", "dhcx4", "dfcx4"], "vit_grid_arms": ["prenorm", "dhcx2"],
+              "lr_from": {"dhcx1": "dhcx4", "dhcx2": "dhcx4", "shcx4": "dhcx4", "dhcx4-notanh": "dhcx4",
+                          "sfcx4": "dfcx4", "dfcx2": "dfcx4", "shcx2": "dhcx2"},
+              "lr_grid": [2e-3, 4e-3, 8e-3], "vit_lr_grid": [1e-3, 2e-3, 4e-3], "max_extensions": 2,
+              "seeds": [0, 1, 2], "seed_arms": ["prenorm", "dhcx4", "dfcx4"], "vit_seed_arms": [],
+              # run names carry the step budget, so runs of another budget (the pre-template 400-step runs
+              # still in runs.jsonl) can never be mistaken for runs of this plan
+              "lm_tag": "st4000", "vit_tag": "st4500",
               # the project's quality floors for this budget: a baseline that misses its floor makes the claims
               # resting on it "not testable at this budget" (reprokit.claims)
-              "floors": {"lm": 1.70, "vit": 0.85}, "loss_unit": "nats/char",
+              "floors": {"lm": 1.70, "vit": 0.85, "tokens_per_param": 20.0, "flat_last_quarter": 0.02},
+              "loss_unit": "nats/char",
               "lm_data": "Char-level Shakespeare (test plays)", "vit_data": "Small ViT on Fashion-MNIST (test set)"},
 }
 
 
-def run_name(kind: str, arm: str, lr: float, seed: int) -> str:
-    """Every key that varies between runs: ``lm-dhcx4_lr0.006_s0``."""
-    return f"{kind}-{arm}_lr{lr:g}_s{seed}"
+def run_name(kind: str, arm: str, lr: float, seed: int, tag: str = "") -> str:
+    """Every key that varies between runs: ``lm-dhcx4_lr0.006_s0``, with the budget tag of a plan that sets
+    one: ``lm-dhcx4_st4000_lr0.004_s1``."""
+    return f"{kind}-{arm}{'_' + tag if tag else ''}_lr{lr:g}_s{seed}"
 
 
 @dataclass(frozen=True)
@@ -73,10 +86,11 @@ class Job:
     arm: str
     lr: float
     seed: int
+    tag: str = ""
 
     @property
     def name(self) -> str:
-        return run_name(self.kind, self.arm, self.lr, self.seed)
+        return run_name(self.kind, self.arm, self.lr, self.seed, self.tag)
 
 
 def _kinds(plan: dict):
@@ -84,9 +98,10 @@ def _kinds(plan: dict):
         arms = plan[f"{kind}_arms"]
         grid = plan["lr_grid"] if kind == "lm" else plan["vit_lr_grid"]
         seed_arms = plan["seed_arms"] if kind == "lm" else plan["vit_seed_arms"]
+        grid_arms = plan.get(f"{kind}_grid_arms", arms)
         # arms that get extra seeds first, so an interrupted run already holds the key comparisons
-        order = [a for a in arms if a in seed_arms] + [a for a in arms if a not in seed_arms]
-        yield kind, order, grid, seed_arms
+        order = [a for a in grid_arms if a in seed_arms] + [a for a in grid_arms if a not in seed_arms]
+        yield kind, order, grid, seed_arms, plan.get(f"{kind}_tag", "")
 
 
 def _by_name(records: list[dict]) -> dict[str, dict]:
@@ -94,57 +109,91 @@ def _by_name(records: list[dict]) -> dict[str, dict]:
 
 
 def base_jobs(plan: dict) -> list[Job]:
-    return [Job(kind, arm, lr, 0) for kind, arms, grid, _ in _kinds(plan) for arm in arms for lr in grid]
+    return [Job(kind, arm, lr, 0, tag) for kind, arms, grid, _, tag in _kinds(plan) for arm in arms for lr in grid]
 
 
-def _extension(kind: str, arm: str, grid: list[float], done: dict[str, dict]) -> tuple[bool, Job | None]:
-    """(decided, job): the extra LR of one arm from its base-grid seed-0 results only."""
-    base = [done.get(run_name(kind, arm, lr, 0)) for lr in grid]
-    if any(r is None for r in base):
-        return False, None
-    if len(grid) < 2:
-        return True, None
-    best = best_lr(base, kind, arm)
-    if best == max(grid):
-        return True, Job(kind, arm, best * 2, 0)
-    if best == min(grid):
-        return True, Job(kind, arm, best / 2, 0)
-    return True, None
+def lr_decision(plan: dict, kind: str, arm: str, grid: list[float], tag: str,
+                done: dict[str, dict]) -> tuple[bool, float | None, list[Job]]:
+    """``(decided, lr, seed-0 jobs)`` of a grid arm from its own seed-0 results only.
+
+    Starting from the base grid: while every LR tried so far has finished and the best of them is at an edge,
+    try one more LR beyond that edge (x2 or /2), at most ``plan["max_extensions"]`` times (default 1). The jobs
+    are the LRs tried so far; ``decided`` once the best is strictly inside (bracketed) or the extensions are
+    spent. A pure function of the finished records: feeding it its own results never adds other runs."""
+    lrs = list(grid)
+    max_ext = plan.get("max_extensions", 1)
+    while True:
+        jobs = [Job(kind, arm, lr, 0, tag) for lr in lrs]
+        recs = [done.get(j.name) for j in jobs]
+        if any(r is None for r in recs):
+            return False, None, jobs
+        best = best_lr(recs, kind, arm)
+        if len(lrs) < 2 or min(lrs) < best < max(lrs) or len(lrs) - len(grid) >= max_ext:
+            return True, best, jobs
+        lrs.append(best * 2 if best == max(lrs) else best / 2)
+
+
+def bracketed(plan: dict, kind: str, arm: str, records: list[dict]) -> bool | None:
+    """Whether an arm's chosen LR lies strictly inside the LRs it tried (None for arms without a grid)."""
+    for k, arms, grid, _, tag in _kinds(plan):
+        if k == kind and arm in arms:
+            decided, best, jobs = lr_decision(plan, kind, arm, grid, tag, _by_name(records))
+            if not decided:
+                return None
+            lrs = [j.lr for j in jobs]
+            return len(lrs) >= 3 and min(lrs) < best < max(lrs)
+    return None
 
 
 def extension_jobs(plan: dict, records: list[dict]) -> list[Job]:
-    """One more LR beyond the edge for every arm whose best base-grid LR is at an edge (base grid only)."""
+    """The LRs beyond the base grid that the grid arms' own results call for."""
     done = _by_name(records)
     out = []
-    for kind, arms, grid, _ in _kinds(plan):
+    for kind, arms, grid, _, tag in _kinds(plan):
         for arm in arms:
-            _, job = _extension(kind, arm, grid, done)
-            if job is not None:
-                out.append(job)
+            out += [j for j in lr_decision(plan, kind, arm, grid, tag, done)[2] if j.lr not in grid]
+    return out
+
+
+def _decided_lrs(plan: dict, records: list[dict]) -> dict[tuple[str, str], float]:
+    done = _by_name(records)
+    out = {}
+    for kind, arms, grid, _, tag in _kinds(plan):
+        for arm in arms:
+            decided, lr, _ = lr_decision(plan, kind, arm, grid, tag, done)
+            if decided:
+                out[(kind, arm)] = lr
     return out
 
 
 def seed_jobs(plan: dict, records: list[dict]) -> list[Job]:
-    """The further seeds of the seed arms at their chosen LR (once the arm's seed-0 runs of the plan are done)."""
-    done = _by_name(records)
+    """The further seeds of the seed arms at their chosen LR (once that LR is decided)."""
+    lrs = _decided_lrs(plan, records)
     out = []
-    for kind, _, grid, seed_arms in _kinds(plan):
+    for kind, _, _, seed_arms, tag in _kinds(plan):
         for arm in seed_arms:
-            decided, ext = _extension(kind, arm, grid, done)
-            if not decided:
-                continue
-            names = [run_name(kind, arm, lr, 0) for lr in grid] + ([ext.name] if ext else [])
-            if any(n not in done for n in names):
-                continue
-            lr = best_lr([done[n] for n in names], kind, arm)
-            out += [Job(kind, arm, lr, s) for s in plan["seeds"] if s != 0]
+            if (kind, arm) in lrs:
+                out += [Job(kind, arm, lrs[(kind, arm)], s, tag) for s in plan["seeds"] if s != 0]
+    return out
+
+
+def secondary_jobs(plan: dict, records: list[dict]) -> list[Job]:
+    """Arms without a grid: one seed at the LR chosen for their family's main arm (``plan["lr_from"]``)."""
+    lrs = _decided_lrs(plan, records)
+    out = []
+    for kind, grid_arms, _, _, tag in _kinds(plan):
+        for arm in plan[f"{kind}_arms"]:
+            src = plan.get("lr_from", {}).get(arm)
+            if arm not in grid_arms and src is not None and (kind, src) in lrs:
+                out.append(Job(kind, arm, lrs[(kind, src)], 0, tag))
     return out
 
 
 def planned_jobs(plan: dict, records: list[dict]) -> list[Job]:
     """Every run of the plan that the finished ``records`` determine (a pure function; records outside the plan
     are ignored). Feeding it its own finished runs never adds a run beyond the plan."""
-    jobs = base_jobs(plan) + extension_jobs(plan, records) + seed_jobs(plan, records)
+    jobs = base_jobs(plan) + extension_jobs(plan, records) + seed_jobs(plan, records) + \
+        secondary_jobs(plan, records)
     seen, out = set(), []
     for j in jobs:
         if j.name not in seen:
@@ -210,12 +259,19 @@ def _one_run(base: dict, job: Job, run_dir: str) -> dict:
     by_step = {r["step"]: {k: v for k, v in r.items() if k != "split"} for r in read_jsonl(out / "metrics.jsonl")
                if r.get("split") == "train"}  # a resumed run re-logs its re-done steps: the last record counts
     curve = [by_step[s] for s in sorted(by_step)]
+    val_by_step = {r["step"]: {k: v for k, v in r.items() if k != "split"} for r in read_jsonl(out / "metrics.jsonl")
+                   if r.get("split") == "val"}
+    val_curve = [val_by_step[s] for s in sorted(val_by_step)]
+    n_embed = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] in ("embed", "pos"))
+    tokens = cfg.train.steps * cfg.train.batch_size * (cfg.train.seq_len if cfg.model.kind == "lm" else 1)
     fl_model, fl_conn = _flops_per_token(cfg)
     n_conn = 2 * cfg.model.depth * connection_param_count(parse_variant(job.arm), cfg.model.hidden,
                                                           cfg.model.dyn_norm_affine)
     return {"arm": job.arm, "kind": job.kind, "lr": job.lr, "seed": job.seed, "run": job.name, **m,
             "wall_s": wall, "s_per_step": m["train_wall_s"] / cfg.train.steps, "conn_params": n_conn,
-            "flops_model": fl_model, "flops_conn": fl_conn, "analysis": an, "curve": curve}
+            "flops_model": fl_model, "flops_conn": fl_conn, "analysis": an, "curve": curve, "val_curve": val_curve,
+            "steps": cfg.train.steps, "train_tokens": tokens, "nonembed_params": m["params"] - n_embed,
+            "tag": job.tag}
 
 
 def _init_worker() -> None:
@@ -285,6 +341,11 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     else:
         out = PKG_DIR / "results" / scale
         runs_root = PKG_DIR / "runs" / scale
+    for kind in ("lm", "vit"):  # a budget tag must name the budget the config trains
+        tag, steps = plan.get(f"{kind}_tag"), load_config(Cfg, PKG_DIR / "configs" / plan[f"{kind}_config"]).train.steps
+        if tag and tag != f"st{steps}":
+            raise ConfigError(f"plan {scale!r}: {kind}_tag {tag!r} does not match train.steps={steps} of "
+                              f"configs/{plan[f'{kind}_config']}")
     records = run_plan(scale, out, runs_root, workers)
     all_names = [r["run"] for r in _read_records(out / "runs.jsonl")]
     outside = sorted(set(all_names) - {r["run"] for r in records})
@@ -299,7 +360,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
                               "seed_noise of the multi-seed arms involved, baselines' floors (floor_check)",
                 "runs_outside_plan": outside,
                 "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records}}
-    if scale == "small":
+    if scale == "small" and any(not r.get("tag") for r in records):
         protocol["provenance"] = (
             "The committed small runs were trained by pre-template code (batches drawn by "
             "numpy default_rng([seed, rank, step]) instead of reprokit.rng.step_rng(seed, 'batch', rank, step); "
