@@ -1,0 +1,1 @@
+"""Over-Tokenized Transformers (arXiv 2501.16975): Over-Encoding, Over-Decoding (MTP-DS) and OT."""
