@@ -80,8 +80,8 @@ def test_kid_matches_bruteforce_loop() -> None:
     assert std < 1e-12
 
 
-def test_kid_std_is_the_sample_std_over_subsets() -> None:
-    """std uses ddof=1, as torchmetrics' KernelInceptionDistance (torch.std, Bessel-corrected)."""
+def test_kid_std_is_the_population_std_over_subsets() -> None:
+    """std uses ddof=0, as torchmetrics' KernelInceptionDistance (``kid_scores.std(unbiased=False)``)."""
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 3)) + 0.3
     mean, std = kid_from_features(x, y, num_subsets=7, subset_size=10, seed=5)
@@ -92,8 +92,8 @@ def test_kid_std_is_the_sample_std_over_subsets() -> None:
         yi = y[r.choice(40, 10, replace=False)]
         vals.append(polynomial_mmd2_unbiased(xi, yi))
     assert mean == pytest.approx(np.mean(vals), rel=1e-12)
-    assert std == pytest.approx(np.std(vals, ddof=1), rel=1e-12)
-    assert std != pytest.approx(np.std(vals, ddof=0), rel=1e-6)
+    assert std == pytest.approx(np.std(vals, ddof=0), rel=1e-12)
+    assert std != pytest.approx(np.std(vals, ddof=1), rel=1e-6)
 
 
 def test_kid_same_vs_shifted_and_seeded() -> None:

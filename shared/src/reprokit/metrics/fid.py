@@ -120,8 +120,9 @@ def kid_from_features(
 ) -> tuple[float, float]:
     """KID: unbiased polynomial-kernel MMD^2 averaged over random subsets; returns ``(mean, std)``.
 
-    ``std`` is the sample standard deviation over the subsets (ddof=1), as torchmetrics'
-    ``KernelInceptionDistance`` reports it (``torch.std`` with its default Bessel correction).
+    ``std`` is the population standard deviation over the subsets (ddof=0), exactly as torchmetrics'
+    ``KernelInceptionDistance.compute`` reports it (``kid_scores.std(unbiased=False)``, checked in
+    torchmetrics 1.9.0), so the two are comparable.
 
     Each subset draws ``min(subset_size, len(a), len(b))`` rows without replacement from each set
     using ``numpy.random.default_rng(seed)``, so the result is reproducible.
@@ -137,7 +138,7 @@ def kid_from_features(
         xi = x[rng.choice(x.shape[0], m, replace=False)]
         yi = y[rng.choice(y.shape[0], m, replace=False)]
         vals[i] = polynomial_mmd2_unbiased(xi, yi)
-    return float(vals.mean()), float(vals.std(ddof=1)) if num_subsets > 1 else 0.0
+    return float(vals.mean()), float(vals.std(ddof=0))
 
 
 @torch.no_grad()
