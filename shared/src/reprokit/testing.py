@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import torch
 
 __all__ = [
     "GOLDEN_ENV",
+    "unshadow_package",
     "assert_close",
     "check_golden",
     "markov_chain",
@@ -224,3 +227,21 @@ def check_golden(path: str | Path, values: list[float], rtol: float = 1e-4, atol
         i, g, v = bad[0]
         raise AssertionError(f"{path}: value {i} drifted: golden {g!r}, now {v!r} ({len(bad)} of {len(vals)} differ); "
                              f"if intended, rerun with {GOLDEN_ENV}=1 and commit the file")
+
+
+def unshadow_package(name: str) -> None:
+    """Make ``name`` the installed package again inside a member's test session.
+
+    When a member folder has its package's name (``ugan/`` holding ``src/ugan``), pytest's importlib
+    import mode names the test modules ``<name>.tests.*`` and registers the *folder* as the module
+    ``<name>`` (a namespace without ``__file__``), which hides the installed package. Call this at the top
+    of the member's ``tests/conftest.py``, before anything imports the package.
+    """
+    mod = sys.modules.get(name)
+    if mod is None or getattr(mod, "__file__", None) is not None:
+        return
+    tests = sys.modules.get(f"{name}.tests")
+    del sys.modules[name]
+    real = importlib.import_module(name)
+    if tests is not None:
+        real.tests = tests  # type: ignore[attr-defined]

@@ -1,0 +1,38 @@
+"""Held-out evaluation: next-token loss (nats), perplexity, bits per byte where the bytes are known.
+
+Windows are non-overlapping (``data.eval_windows``): every token of the split after the first is scored
+once, the attention (and the causal query conv) restarting at each window start. ``bpb`` = total NLL /
+(ln 2 x UTF-8 bytes of the split's text) and is reported only for the whole split of a corpus whose text
+is known (Brown, a text folder); otherwise only ``bpt`` (bits per token) is reported, never labelled as
+bits per byte.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from reprokit.dist import get_rank, get_world_size
+from reprokit.metrics.lm import LMAccumulator
+
+from .data import LMData, eval_windows
+
+
+@torch.no_grad()
+def evaluate_lm(model: torch.nn.Module, data: LMData, split: str, seq_len: int, batch_size: int,
+                max_tokens: int = 0) -> dict:
+    """{"loss", "ppl", "bpt", ["bpb"], "tokens"} on ``split`` (its first ``max_tokens`` tokens when > 0);
+    windows are spread over the ranks and the sums all-reduced."""
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    acc = LMAccumulator()
+    for x, y, ds in eval_windows(data, split, seq_len, batch_size, max_tokens, get_rank(), get_world_size()):
+        logits = model(x.to(dev), ds.to(dev))
+        acc.update_logits(logits, y.to(dev))
+    acc.reduce()
+    whole = not max_tokens or max_tokens >= len(data.split(split))
+    n_bytes = data.n_bytes.get(split) if (data.n_bytes and whole) else None
+    d = acc.as_dict(n_bytes)
+    model.train(was_training)
+    return {"loss": d["nll"], "ppl": d["ppl"], "bpt": d["bpt"], **({"bpb": d["bpb"]} if "bpb" in d else {}),
+            "tokens": d["n_tokens"]}
