@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from reprokit.config import ConfigError
+from reprokit.lmdata import LMDataCfg
 
 PLACEMENT_HELP = "'a:b' pairs joined by '/', 0 <= a <= b < model.depth (e.g. '0:1/2:3')"
 
@@ -185,18 +186,7 @@ class ModelCfg:
         return self.mlp_hidden or 8 * -(-self.hidden // 3)
 
 
-@dataclass
-class DataCfg:
-    source: Literal["synthetic", "brown", "text", "memmap"] = "synthetic"
-    # text: a folder of *.txt files (one document each), split and BPE-tokenised like brown;
-    # memmap: a folder with train.bin / val.bin [/ test.bin] of token ids (data.dtype), model.vocab_size set
-    path: str = ""
-    dtype: Literal["uint16", "uint32"] = "uint16"
-    eos_id: int = -1                 # memmap: the token that ends a document (-1: one long document)
-    vocab_size: int = 2048           # BPE vocabulary (brown / text)
-    split_seed: int = 0              # document-level split (reprokit.text.split_documents)
-    synthetic_tokens: int = 20000    # synthetic: Markov tokens (reprokit.testing.synthetic_tokens), V = model.vocab_size
-    synthetic_doc_len: int = 200     # synthetic: documents of this many tokens (exercises the boundary rule)
+DataCfg = LMDataCfg  # the data section is reprokit.lmdata's, shared with the other LM member
 
 
 @dataclass
