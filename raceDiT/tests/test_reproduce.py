@@ -1,5 +1,5 @@
-"""reproduce.py: the plan is a pure function of the base grid, run names carry every varying key,
-finished records are never recomputed, and (slow) the smoke reproduction end to end."""
+"""reproduce.py: the judgeable plan (reprokit.plan: bracketed LR grids, seeds, secondary arms), run names carry every
+varying key and the budget tag, finished records are never recomputed, and (slow) the smoke reproduction end to end."""
 
 import json
 
@@ -14,38 +14,49 @@ from reprokit.runs import read_jsonl
 def _fake_run_one(calls):
     def run_one(cfg_path, spec, run_dir):
         calls.append(spec.name)
-        # held-out loss falls with the LR, so the largest grid LR is chosen
+        # validation/test loss falls with the LR, so the grid is extended upwards until the cap
         loss = 1.0 - spec.lr * 10 + 0.001 * spec.seed
         return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "heldout_loss": loss,
-                "class_accuracy": 0.9, "maxvio": 1.0, "combination_usage": 50.0, "curve": None,
+                "val_loss": loss, "class_accuracy": 0.9, "maxvio": 1.0, "combination_usage": 50.0, "curve": None,
+                "val_curve": [{"step": 1200, "val_loss": loss + 0.001}, {"step": 1600, "val_loss": loss}],
                 "experts_per_token_by_t": [2.0, 2.0], "t_bin_centres": [0.25, 0.75],
                 "experts_per_token_fg": 2.0, "experts_per_token_bg": 2.0}
     return run_one
 
 
-def test_run_names_carry_every_varying_key():
-    assert rp.RunSpec("race", 0.002, 1).name == "race_lr0.002_s1"
-    assert "train.lr=0.002" in rp.RunSpec("race", 0.002, 1).overrides()
+def test_run_names_carry_every_varying_key_and_the_budget():
+    g = rp.PLANS["small"]
+    assert g.job("race", 0.002, 1).name == "race_st1600_lr0.002_s1"
+    assert "train.lr=0.002" in rp._spec_overrides(g.job("race", 0.002, 1))
+    assert set(g.secondary) | set(g.grid_arms) == set(rp.ARMS)       # every arm is in the plan
 
 
-def test_finished_records_are_never_recomputed(tmp_path, monkeypatch):
+def test_the_plan_brackets_then_seeds_then_secondary(tmp_path, monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(rp, "run_one", _fake_run_one(calls))
     out = tmp_path / "small"
     rp.run_reproduce("small", out_dir=str(out))
-    plan = [s.name for s in dict.fromkeys([*rp.grid_runs("small"), *rp.arm_runs("small", 8e-3)])]
-    assert sorted(calls) == sorted(plan) and len(calls) == len(set(calls)) == 18
-    # interrupted after the grid: drop the arm records, resume -> only those run again
+    # grid 3 LRs x (dense, race) + 2 extensions each (8e-3, 1.6e-2: the loss keeps falling), then the further
+    # seeds of dense and race, 3 seeds of tc / ec / race_rsl at Race's LR, 12 secondary arms at 1 seed
+    assert len(calls) == len(set(calls)) == 10 + 4 + 9 + 12
+    assert "race_st1600_lr0.016_s0" in calls and "race_st1600_lr0.032_s0" not in calls
+    assert {"tc_st1600_lr0.016_s2", "race_rsl_st1600_lr0.016_s2", "dense_st1600_lr0.016_s2"} <= set(calls)
+    assert "race_plr0.3_st1600_lr0.016_s0" in calls and "race_plr0.3_st1600_lr0.016_s1" not in calls
+    res = load_results(out / "results.json")
+    assert res["protocol"]["plan"]["bracketed"] == {"dense": False, "race": False}   # cap reached: reported
+    assert "bracketed (best LR strictly inside the LRs tried): dense no, race no" in res["tables"]["lr_grid"]["caption"]
+    # interrupted: drop every record after the grid, resume -> exactly the missing runs again
     recs = read_jsonl(out / "runs.jsonl")
-    grid = {s.name for s in rp.grid_runs("small")}
-    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["run"] in grid))
+    keep = {r["run"] for r in recs[:10]}
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["run"] in keep))
+    first = list(calls)
     calls.clear()
     rp.run_reproduce("small", out_dir=str(out))
-    assert sorted(calls) == sorted(set(plan) - grid)
+    assert sorted(calls) == sorted(set(first) - keep)
     calls.clear()
     rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
     assert calls == []
-    assert len(read_jsonl(out / "runs.jsonl")) == 18
+    assert len(read_jsonl(out / "runs.jsonl")) == 35
 
 
 @pytest.mark.slow
@@ -54,10 +65,12 @@ def test_reproduce_smoke_end_to_end(tmp_path):
 
     path = rp.run_reproduce("smoke", out_dir=str(tmp_path))
     res = load_results(path)
-    assert res["scale"] == "smoke" and set(res["arms"]) == set(rp.ARMS)
+    assert res["scale"] == "smoke" and set(res["arms"]) == {"dense", "race", "tc"}
     assert {c["status"] for c in res["claims"]} <= set(STATUSES) and res["floors"]
     recs = read_jsonl(tmp_path / "runs.jsonl")
-    assert len(recs) == 8 and all(r["curve"] for r in recs)
+    assert len(recs) == 6 and all(r["curve"] and r["val_curve"] for r in recs)
+    assert all(r.get("heldout_loss_topk") is not None for r in recs if r["arm"] == "race")
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "samples_race.png").is_file()
-    run = load_run(tmp_path / "race_lr0.001_s1")
+    run = load_run(tmp_path / "race_lr0.001_s1") if (tmp_path / "race_lr0.001_s1").is_dir() else \
+        load_run(tmp_path / "race_lr0.002_s1")
     assert run.cfg.train.seed == 1 and run.step == run.cfg.train.steps

@@ -43,7 +43,19 @@ def test_smoke_train_returns_final_metrics(tmp_path):
     json.dumps(res)  # JSON-able, no live objects
     assert res["step"] == 3 and res["world_size"] == 1 and res["loss"] > 0 and "train_seconds" in res
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "ckpt" / "step_00000003").is_dir()
-    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [1, 2, 3]
+    logged = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in logged if r["split"] == "train"] == [1, 2, 3]
+    # smoke.yaml: validation every 10 steps and at the last one, on the last eval.val_n held-out images
+    val = [r for r in logged if r["split"] == "val"]
+    assert [r["step"] for r in val] == [3] and val[0]["val_loss"] > 0
+
+
+def test_eval_every_needs_validation_images(tmp_path):
+    from reprokit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.val_n"):
+        train(_cfg("train.steps=2", "eval.val_n=0"), tmp_path)
+    assert not (tmp_path / "config.yaml").exists()     # nothing written before the check
 
 
 @pytest.mark.parametrize("routing", ["race", "tc"])

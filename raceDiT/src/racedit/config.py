@@ -133,6 +133,7 @@ class TrainCfg:
     ema_decay: float = 0.999
     seed: int = 0
     log_every: int = 25
+    eval_every: int = 0             # validation loss (eval.val_n images, EMA weights) every N steps; 0 = never
     ckpt_every: int = 0             # 0 = only at the end
     keep_last: int = 2              # checkpoints kept (>= 2: a corrupt newest one has a fallback)
     resume: bool = True
@@ -146,11 +147,17 @@ class TrainCfg:
                               "(a corrupt newest one falls back to the previous)")
         if self.log_every < 1:
             raise ConfigError(f"train.log_every={self.log_every} must be >= 1")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every={self.eval_every} must be >= 0 (0 = never)")
 
 
 @dataclass
 class EvalCfg:
     heldout_n: int = 1000           # held-out images for the denoising loss at fixed (x, t, noise)
+    # validation images: the *last* val_n of the held-out split, disjoint from the first heldout_n (the test
+    # images the claims are judged on) and from the FID reals when fid_real_n + val_n <= its size; the LR
+    # choice and the flattening check use them only. 0 = no validation split.
+    val_n: int = 0
     heldout_t_bins: int = 8
     fid_samples_per_class: int = 50
     fid_real_n: int = 10000

@@ -5,11 +5,14 @@ background patches, realised experts per token while sampling)."""
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from reprokit.config import ConfigError
 from reprokit.runs import progress
 
 from . import routing as R
@@ -25,14 +28,41 @@ def _layer_masks(model: DiT) -> list[torch.Tensor]:
     return [m.last["mask"] for m in model.moe_layers()]
 
 
-@torch.no_grad()
-def heldout_loss(model: DiT, diff: Diffusion, data: ImageData, cfg: Cfg) -> dict:
-    """Denoising loss on the first ``eval.heldout_n`` held-out images at fixed t and noise (t stratified
-    over ``heldout_t_bins`` equal bins), plus the routing diagnostics of that pass (eval-mode routing)."""
+def val_slice(cfg: Cfg, n_heldout: int) -> slice | None:
+    """The validation images (the last ``eval.val_n`` of the held-out split), or None when val_n = 0."""
     ec = cfg.eval
-    n = min(ec.heldout_n, len(data))
+    if ec.val_n <= 0:
+        return None
+    if ec.heldout_n + ec.val_n > n_heldout:
+        raise ConfigError(f"eval.heldout_n={ec.heldout_n} + eval.val_n={ec.val_n} > the {n_heldout} held-out "
+                          "images: the test and validation images would overlap")
+    return slice(n_heldout - ec.val_n, n_heldout)
+
+
+@contextmanager
+def routing_eval_mode(model: DiT, mode: str):
+    """Temporarily evaluate every MoE layer with ``eval_mode`` = ``mode`` (threshold | topk)."""
+    layers = model.moe_layers()
+    saved = [m.cfg for m in layers]
+    try:
+        for m in layers:
+            m.cfg = dataclasses.replace(m.cfg, eval_mode=mode)
+        yield
+    finally:
+        for m, c in zip(layers, saved):
+            m.cfg = c
+
+
+@torch.no_grad()
+def heldout_loss(model: DiT, diff: Diffusion, data: ImageData, cfg: Cfg, images: slice | None = None) -> dict:
+    """Denoising loss on the held-out images ``images`` (default: the first ``eval.heldout_n``) at fixed t and
+    noise (t stratified over ``heldout_t_bins`` equal bins), plus the routing diagnostics of that pass
+    (eval-mode routing)."""
+    ec = cfg.eval
+    images = images if images is not None else slice(0, min(ec.heldout_n, len(data)))
     g = torch.Generator().manual_seed(ec.seed)
-    x0, y = data.images[:n], data.labels[:n]
+    x0, y = data.images[images], data.labels[images]
+    n = len(x0)
     nb = ec.heldout_t_bins
     bins = torch.arange(n) % nb
     u = (bins.float() + torch.rand(n, generator=g)) / nb           # stratified noise level in [0, 1)
@@ -156,6 +186,19 @@ def evaluate(model: DiT, diff: Diffusion, cfg: Cfg, grid_path: str | Path | None
     class) to ``grid_path`` when given."""
     real = load_split(cfg, "heldout")
     res = heldout_loss(model, diff, real, cfg)
+    val = val_slice(cfg, len(real))
+    if val is not None:
+        res["val_loss"] = heldout_loss(model, diff, real, cfg, val)["heldout_loss"]
+    layers = model.moe_layers()
+    if layers and layers[0].spans_batch:
+        # issue #9 diagnostics: the batch-spanning routings evaluated with the training rule (top-K over the
+        # evaluation batch) beside the EMA threshold, so a train/inference gap shows as a loss difference
+        other = "topk" if layers[0].cfg.eval_mode == "threshold" else "threshold"
+        with routing_eval_mode(model, other):
+            alt = heldout_loss(model, diff, real, cfg)
+        res.update({f"heldout_loss_{other}": alt["heldout_loss"], f"maxvio_{other}": alt.get("maxvio"),
+                    f"experts_per_token_{other}": alt.get("experts_per_token"),
+                    "eval_mode": layers[0].cfg.eval_mode})
     ncls = min(cfg.model.num_classes, int(real.labels.max()) + 1)
     if cfg.eval.fid_samples_per_class > 0:
         samples, labels, per_step = generate(model, diff, cfg, cfg.eval.fid_samples_per_class, ncls, cfg.eval.seed)

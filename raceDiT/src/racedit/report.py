@@ -6,11 +6,16 @@ on a metric uses the per-seed *paired* improvements of A over R (same seed = sam
 initialisation), judged against the seed noise: the largest seed-to-seed std (ddof=1) of the
 multi-seed arms involved (``seed_noise``), or the std of the paired improvements when larger.
 
-Baseline floor: the dense DiT's conditional samples must be classified correctly at >= 0.80 by the
-in-repo Fashion-MNIST classifier (``class_accuracy``). Below it the models are too far from trained
-for sample-quality comparisons to confirm or refute the paper, and every claim comparing against a
-trained baseline is "not testable at this budget". Claims that measure routing behaviour (RSL's
-balance, the adaptive allocation) are still judged, and their evidence says the floor was missed.
+Baseline floors (issue #9): the dense DiT's conditional samples must be classified correctly at >= 0.80 by the
+in-repo Fashion-MNIST classifier (``class_accuracy``, mean over seeds), and its validation loss must have
+flattened (improved by less than 2% over the last quarter of training, mean over seeds; runs that log a
+validation curve). Below either, the models are too far from trained for quality comparisons to confirm or
+refute the paper, and every claim comparing against a trained baseline is "not testable at this budget".
+Claims that measure routing behaviour (RSL's balance, the adaptive allocation) are still judged, and their
+evidence says the floor was missed.
+
+Each arm is reported at its own LR (``plan["chosen_lrs"]``: dense and Race from their bracketed grids, every
+other arm at Race's).
 """
 
 from __future__ import annotations
@@ -28,13 +33,26 @@ from .config import Cfg
 
 MEMBER = Path(__file__).resolve().parents[2]
 FLOOR_METRIC, FLOOR_ARM, FLOOR = "class_accuracy", "dense", 0.80
+FLAT_FLOOR = 0.02   # relative improvement of the validation loss over the last quarter of training
 ARM_TITLES = {
     "dense": "Dense DiT", "tc": "Token choice (softmax + balance 0.01)", "ec": "Expert choice (per sample, identity)",
     "race": "Expert Race (identity, EMA threshold)", "race_rsl": "Race + router similarity (0.01)",
     "race_plr": "Race + per-layer reg. (0.1)", "race_full": "Race + RSL + PLR",
+    "race_rsl0.003": "Race + RSL 0.003", "race_rsl0.03": "Race + RSL 0.03",
+    "race_plr0.03": "Race + PLR 0.03", "race_plr0.3": "Race + PLR 0.3",
+    "tc_sigmoid": "Token choice, sigmoid", "tc_identity": "Token choice, identity",
+    "ec_softmax": "Expert choice, softmax", "ec_sigmoid": "Expert choice, sigmoid",
+    "race_softmax": "Expert Race, softmax", "race_sigmoid": "Expert Race, sigmoid",
 }
-METRICS = ["heldout_loss", "fid", "kid", "class_accuracy", "experts_per_token", "maxvio", "combination_usage",
-           "experts_per_token_fg", "experts_per_token_bg"]
+# Table 1's grid: (routing, gating) -> arm
+GATING_GRID = {("tc", "softmax"): "tc", ("tc", "sigmoid"): "tc_sigmoid", ("tc", "identity"): "tc_identity",
+               ("ec", "softmax"): "ec_softmax", ("ec", "sigmoid"): "ec_sigmoid", ("ec", "identity"): "ec",
+               ("race", "softmax"): "race_softmax", ("race", "sigmoid"): "race_sigmoid", ("race", "identity"): "race"}
+WEIGHT_GRIDS = {"rsl": {0.003: "race_rsl0.003", 0.01: "race_rsl", 0.03: "race_rsl0.03"},
+                "plr": {0.03: "race_plr0.03", 0.1: "race_plr", 0.3: "race_plr0.3"}}
+METRICS = ["heldout_loss", "val_loss", "fid", "kid", "class_accuracy", "experts_per_token", "maxvio",
+           "combination_usage", "experts_per_token_fg", "experts_per_token_bg", "heldout_loss_topk",
+           "experts_per_token_topk", "maxvio_topk", "flattening"]
 LOWER_IS_BETTER = {"heldout_loss": True, "fid": True, "maxvio": True, "combination_usage": False,
                    "t_range": False, "fg_bg_gap": False}
 
@@ -68,14 +86,27 @@ def _derived(rec: dict) -> dict:
             "fg_bg_gap": abs(fg - bg) if _finite(fg) and _finite(bg) else None}
 
 
-class _Arms:
-    """The records of the chosen LR, by arm and seed."""
+def flattening(rec: dict) -> float | None:
+    """Relative improvement of the validation loss over the last quarter of training, from the logged
+    ``val_curve`` (None without one): (v(3/4 T) - v(T)) / v(3/4 T), v at the logged step nearest to 3/4 T."""
+    curve = rec.get("val_curve") or []
+    if len(curve) < 2:
+        return None
+    last = curve[-1]
+    q = min(curve[:-1], key=lambda c: abs(c["step"] - 0.75 * last["step"]))
+    return (q["val_loss"] - last["val_loss"]) / q["val_loss"]
 
-    def __init__(self, records: list[dict], lr: float):
+
+class _Arms:
+    """The records of each arm at its LR (``lr``: one LR for every arm, or arm -> LR), by arm and seed."""
+
+    def __init__(self, records: list[dict], lr: float | dict[str, float]):
         self.by_arm: dict[str, dict[int, dict]] = {}
         for r in records:
-            if math.isclose(r["lr"], lr):
-                self.by_arm.setdefault(r["arm"], {})[int(r["seed"])] = {**r, **_derived(r)}
+            want = lr.get(r["arm"]) if isinstance(lr, dict) else lr
+            if want is not None and math.isclose(r["lr"], want):
+                self.by_arm.setdefault(r["arm"], {})[int(r["seed"])] = {**r, **_derived(r),
+                                                                         "flattening": flattening(r)}
 
     def per_seed(self, arm: str, key: str) -> dict[int, float]:
         return {s: r[key] for s, r in self.by_arm.get(arm, {}).items() if _finite(r.get(key))}
@@ -85,8 +116,14 @@ class _Arms:
 
 
 def floors(arms: _Arms) -> list[dict]:
+    """The dense baseline's floors: class accuracy, and (when validation curves were logged) flattening."""
     value, _ = _mean_std(list(arms.per_seed(FLOOR_ARM, FLOOR_METRIC).values()))
-    return [{"arm": FLOOR_ARM, **floor_check(FLOOR_METRIC, value, FLOOR)}]
+    out = [{"arm": FLOOR_ARM, **floor_check(FLOOR_METRIC, value, FLOOR)}]
+    flat = list(arms.per_seed(FLOOR_ARM, "flattening").values())
+    if flat:
+        out.append({"arm": FLOOR_ARM, **floor_check("val_loss_improvement_last_quarter", statistics.fmean(flat),
+                                                     FLAT_FLOOR, higher_is_better=False, strict=True)})
+    return out
 
 
 def _compare(arms: _Arms, arm: str, ref: str, key: str):
@@ -97,11 +134,16 @@ def _compare(arms: _Arms, arm: str, ref: str, key: str):
     return judge(imp, noise, "better")
 
 
-def claims(arms: _Arms, floor: dict) -> list[dict]:
-    """The five claims of the reproduction, each through reprokit.claims."""
-    ok = floor["ok"]
-    val = "was not measured" if floor["value"] is None else f"{floor['value']:.3f}"
-    missed = (f"the dense baseline's {FLOOR_METRIC} ({val}) missed its floor {floor['direction']} {floor['floor']}")
+def claims(arms: _Arms, floor: dict | list[dict]) -> list[dict]:
+    """The claims of the reproduction, each through reprokit.claims (``floor``: the floor records)."""
+    fls = [floor] if isinstance(floor, dict) else list(floor)
+    ok = all(f["ok"] for f in fls)
+    miss = [f for f in fls if not f["ok"]]
+
+    def _v(f):
+        return "was not measured" if f["value"] is None else f"{f['value']:.3f}"
+    missed = "; ".join(f"the dense baseline's {f['metric']} ({_v(f)}) missed its floor {f['direction']} {f['floor']}"
+                       for f in miss)
     not_testable = f"not testable at this budget: {missed}"
     keys = ["heldout_loss"] + (["fid"] if arms.per_seed("race", "fid") else [])
     out = []
@@ -126,6 +168,9 @@ def claims(arms: _Arms, floor: dict) -> list[dict]:
     quality("race_beats_tc_ec", "Table 1, Table 6",
             "Expert Race beats token choice and expert choice at equal activated parameters",
             [("race", "tc"), ("race", "ec")])
+    if arms.n("race_rsl"):
+        quality("rsl_beats_race", "Table 3", "Race + the router similarity loss beats plain Race",
+                [("race_rsl", "race")])
     quality("full_recipe_beats_race", "Table 3", "Race + PLR + RSL beats plain Race", [("race_full", "race")])
     routing("rsl_balances", "Table 2", "The router similarity loss lowers MaxVio and raises combination usage",
             [("race_rsl", "race", "maxvio"), ("race_rsl", "race", "combination_usage")],
@@ -138,40 +183,110 @@ def claims(arms: _Arms, floor: dict) -> list[dict]:
                 f" (t_range: max - min of experts/token over the t bins; fg_bg_gap: |foreground - background|; "
                 f"tc seed 0: t_range {_r(tc.get('t_range'))}, fg_bg_gap {_r(tc.get('fg_bg_gap'))})")
     quality("moe_beats_dense", "Table 4",
-            "The Race MoE (full recipe) beats the dense DiT at equal activated parameters", [("race_full", "dense")])
+            "The Race MoE beats the dense DiT at equal activated parameters",
+            [("race", "dense")] if arms.n("race") > 1 and arms.n("dense") > 1 else [("race_full", "dense")])
     return out
 
 
+def _row_metrics(arms: _Arms, arm: str) -> list:
+    n = arms.n(arm)
+
+    def ms(k, d):
+        return _fmt(*_mean_std(list(arms.per_seed(arm, k).values())), n, d)
+
+    return [ms("heldout_loss", 4), ms("fid", 2), ms("class_accuracy", 3)]
+
+
 def _tables(arms: _Arms, records: list[dict], plan: dict) -> dict:
-    lr = plan["chosen_lr"]
+    lrs = plan.get("chosen_lrs") or {a: plan["chosen_lr"] for a in ARM_TITLES}
     main_rows = []
-    for arm in (a for a in ARM_TITLES if a in arms.by_arm):
+    main_arms = [a for a in ("dense", "tc", "ec", "race", "race_rsl", "race_plr", "race_full") if a in arms.by_arm]
+    for arm in main_arms:
         n = arms.n(arm)
 
         def ms(k, d, arm=arm, n=n):
             return _fmt(*_mean_std(list(arms.per_seed(arm, k).values())), n, d)
 
-        main_rows.append([ARM_TITLES[arm], n, ms("heldout_loss", 4), ms("fid", 2), ms("kid", 4),
-                          ms("class_accuracy", 3), ms("experts_per_token", 2), ms("maxvio", 3),
+        main_rows.append([ARM_TITLES[arm], f"{lrs.get(arm, 0):g}", n, ms("heldout_loss", 4), ms("fid", 2),
+                          ms("kid", 4), ms("class_accuracy", 3), ms("experts_per_token", 2), ms("maxvio", 3),
                           ms("combination_usage", 1)])
-    grid = _grid(records)
     tables = {
-        "main": {"columns": ["arm", "seeds", "held-out loss", "FID*", "KID*", "class acc.", "experts/token (eval)",
-                             "MaxVio (eval)", "comb. usage % (eval)"],
+        "main": {"columns": ["arm", "lr", "seeds", "test loss", "FID*", "KID*", "class acc.",
+                             "experts/token (eval)", "MaxVio (eval)", "comb. usage % (eval)"],
                  "rows": main_rows,
-                 "caption": "FID*/KID*: non-standard FID (Fashion-MNIST classifier features); mean ± sample std "
-                            "(ddof=1) over seeds."},
-        "lr_grid": {"columns": ["lr", *[f"{a} held-out loss" for a in plan["grid_arms"]]],
-                    "rows": [[f"{g:g}" + (" (chosen)" if g == lr else ""),
-                              *[round(grid[(g, a)]["heldout_loss"], 5) for a in plan["grid_arms"]]]
-                             for g in plan["lr_grid"]],
-                    "caption": "seed 0; the chosen LR is used for every arm"},
+                 "caption": "test loss: denoising loss on the first 1000 test images at fixed (t, noise); FID*/KID*: "
+                            "non-standard FID (Fashion-MNIST classifier features); mean ± sample std (ddof=1) "
+                            "over seeds."},
     }
+    # the LR grid of each grid arm, on the validation images (what the LR is chosen on)
+    sel = plan.get("select_by", "heldout_loss")
+    grid_arms = plan["grid_arms"]
+    seed0 = {(r["arm"], r["lr"]): r for r in records if int(r["seed"]) == 0}
+    tried = sorted({lr for (a, lr) in seed0 if a in grid_arms})
+    rows = []
+    for lr in tried:
+        row = [f"{lr:g}" + ("" if lr in plan["lr_grid"] else " (extension)")]
+        for a in grid_arms:
+            r = seed0.get((a, lr))
+            v = None if r is None else _r(r.get(sel), 5)
+            row.append("—" if v is None else f"{v}" + (" ◀ chosen" if math.isclose(lr, lrs.get(a, -1)) else ""))
+        rows.append(row)
+    br = plan.get("bracketed", {})
+    tables["lr_grid"] = {
+        "columns": ["lr", *[f"{a} {sel}" for a in grid_arms]], "rows": rows,
+        "caption": f"seed 0, {sel} on the validation images; bracketed (best LR strictly inside the LRs tried): "
+                   + ", ".join(f"{a} {'yes' if br.get(a) else 'no' if br.get(a) is False else 'n/a'}"
+                               for a in grid_arms)}
+    # Table 1: routing x gating (seed 0 at Race's LR)
+    if any(arm in arms.by_arm for arm in GATING_GRID.values() if arm not in ("tc", "ec", "race")):
+        rows = []
+        for routing in ("tc", "ec", "race"):
+            row = [{"tc": "token choice", "ec": "expert choice", "race": "Expert Race"}[routing]]
+            for gating in ("softmax", "sigmoid", "identity"):
+                r = arms.by_arm.get(GATING_GRID[(routing, gating)], {}).get(0)
+                row.append("—" if r is None else f"{_r(r.get('heldout_loss'), 4)} / {_r(r.get('fid'), 1)}")
+            rows.append(row)
+        tables["gating_grid"] = {"columns": ["routing", "softmax", "sigmoid", "identity"], "rows": rows,
+                                 "caption": "Table 1 analogue: test loss / FID*, seed 0, at Race's LR"}
+    # the RSL and PLR weights
+    if any(a in arms.by_arm for g in WEIGHT_GRIDS.values() for a in g.values()):
+        rows = []
+        for loss, grid in WEIGHT_GRIDS.items():
+            for w, arm in grid.items():
+                r = arms.by_arm.get(arm, {}).get(0)
+                if r is not None:
+                    rows.append([loss.upper(), w, _r(r.get("val_loss"), 5), _r(r.get("heldout_loss"), 5),
+                                 _r(r.get("fid"), 2), _r(r.get("maxvio"), 3)])
+        tables["weights"] = {"columns": ["loss", "weight", "val loss", "test loss", "FID*", "MaxVio (eval)"],
+                             "rows": rows, "caption": "seed 0 at Race's LR; the weight is chosen on the val loss"}
+    # train/inference consistency of the batch-spanning routing (issue #9 diagnostics)
+    rows = []
+    for arm in (a for a in ARM_TITLES if a in arms.by_arm):
+        recs = list(arms.by_arm[arm].values())
+        if not any(r.get("heldout_loss_topk") is not None for r in recs):
+            continue
+        n = len(recs)
+
+        def ms(k, d, arm=arm, n=n):
+            return _fmt(*_mean_std(list(arms.per_seed(arm, k).values())), n, d)
+
+        rows.append([ARM_TITLES[arm], n, ms("heldout_loss", 4), ms("heldout_loss_topk", 4),
+                     ms("experts_per_token", 3), ms("experts_per_token_topk", 3), ms("maxvio", 3),
+                     ms("maxvio_topk", 3)])
+    if rows:
+        tables["eval_routing"] = {
+            "columns": ["arm", "seeds", "test loss (EMA threshold)", "test loss (batch top-K)",
+                        "experts/token (threshold)", "experts/token (top-K)", "MaxVio (threshold)", "MaxVio (top-K)"],
+            "rows": rows,
+            "caption": "the same trained models evaluated with the inference rule (EMA threshold, the default) and "
+                       "with the training rule (top-K over the evaluation batch); k = top_k is the target"}
     race0 = arms.by_arm.get("race", {}).get(0, {})
     if race0.get("experts_per_token_by_t"):
         rows = []
         for arm in ("tc", "ec", "race", "race_full"):
-            ev = arms.by_arm[arm][0]
+            ev = arms.by_arm.get(arm, {}).get(0)
+            if ev is None:
+                continue
             rows.append([ARM_TITLES[arm], *[round(v, 3) for v in ev["experts_per_token_by_t"]],
                          _r(ev["experts_per_token_fg"]), _r(ev["experts_per_token_bg"])])
         tables["allocation"] = {
@@ -203,13 +318,15 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
                  arm_overrides: dict[str, list[str]], wall_time_s: float, render: bool) -> Path:
     """results.json (+ figures) in ``out`` from the records of the plan's runs; the README when ``render``."""
     lr = plan["chosen_lr"]
-    arms = _Arms(records, lr)
+    lrs = plan.get("chosen_lrs") or lr
+    arms = _Arms(records, lrs)
     fl = floors(arms)
-    cl = claims(arms, fl[0])
+    cl = claims(arms, fl)
     summary = {}
     for arm in (a for a in ARM_TITLES if a in arms.by_arm):
         st = {k: _mean_std(list(arms.per_seed(arm, k).values())) for k in METRICS}
-        summary[arm] = {"title": ARM_TITLES[arm], "overrides": arm_overrides[arm], "lr": lr,
+        summary[arm] = {"title": ARM_TITLES[arm], "overrides": arm_overrides[arm],
+                        "lr": lrs.get(arm) if isinstance(lrs, dict) else lr,
                         "seeds": sorted(arms.by_arm[arm]), **{k: st[k][0] for k in METRICS},
                         **{f"{k}_std": st[k][1] for k in METRICS},
                         "per_seed": {str(s): {k: v for k, v in r.items() if k != "curve"}
@@ -222,6 +339,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
                  f"MoE E={m.moe.num_experts}, k={m.moe.top_k}, expert hidden 4d/k (activated FFN = dense)",
         "objective": base.diffusion.kind, "steps": base.train.steps, "batch": base.train.batch_size,
         "lr_grid": plan["lr_grid"], "chosen_lr": lr,
+        "plan": {k: v for k, v in plan.items() if k != "runs"},
         "eval": f"EMA weights ({base.train.ema_decay}); held-out loss on {base.eval.heldout_n} test images at fixed "
                 f"(t, noise); FID*/KID* from {base.eval.fid_samples_per_class}/class samples "
                 f"({base.diffusion.sample_steps} Euler steps, cfg {base.diffusion.cfg_scale}) vs "
@@ -244,8 +362,9 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
     path = write_results(out / "results.json", paper="racedit", scale=scale, arms=summary,
                          tables=_tables(arms, records, plan), claims=cl, floors=fl, protocol=protocol,
                          config=to_dict(base), seeds=seeds, wall_time_s=wall_time_s,
-                         extra={"lr_grid": {f"{g:g}": {a: grid[(g, a)]["heldout_loss"] for a in plan["grid_arms"]}
-                                            for g in plan["lr_grid"]}})
+                         extra={"lr_grid": {f"{g:g}": {a: grid[(g, a)]["heldout_loss"] for a in plan["grid_arms"]
+                                                       if (g, a) in grid}
+                                            for g in sorted({g for g, a in grid if a in plan["grid_arms"]})}})
     if render:
         render_readme(MEMBER, write=True)
     return path

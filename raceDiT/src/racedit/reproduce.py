@@ -1,34 +1,35 @@
 """``racedit reproduce --scale smoke|small``: the plan (which runs) and its execution.
 
-Plan (a pure function of the scale and the base-grid results):
+The plan (``reprokit.plan``; root README "A judgeable small reproduction"), a pure function of the scale and
+the finished records:
 
-1. the base grid: a learning-rate grid for the dense and the Race arm (seed 0);
-2. the LR with the lowest mean held-out loss over those two arms (decided from the base-grid records
-   only, so resuming never changes the set of runs) is used for every arm: token choice (softmax +
-   Switch balance loss), expert choice, Race, Race + RSL, Race + PLR and Race + both, with extra
-   seeds for TC, EC and Race.
+1. an LR grid for the dense baseline and for Race (seed 0), each extended beyond an edge until its best LR on
+   the *validation* images (``val_loss``; never the test images the claims are judged on) is bracketed
+   (at most ``max_extensions`` times);
+2. the further seeds of the arms of the main claims (dense, token choice, expert choice, Race, Race + RSL) at
+   their LR -- TC, EC and Race + RSL at Race's;
+3. the secondary arms at 1 seed, at Race's LR: the rest of Table 1's routing x gating grid, the RSL and PLR
+   weights on a 3-point grid each, Race + RSL + PLR.
 
-Every run is trained (``train.train``), reloaded from its own folder (``train.load_run``) and
-evaluated; its record (run name carrying every varying key, e.g. ``race_lr0.002_s1``, arm, lr, seed,
-the evaluation metrics and the logged training curve) is appended to ``runs.jsonl`` as soon as it
-finishes. A record already there is never recomputed: an interrupted reproduction resumes with the
-missing runs. ``report.py`` turns the records into results.json, tables, claims, figures and (small
-only) the README.
+Every run is trained (``train.train``), reloaded from its own folder (``train.load_run``) and evaluated; its
+record (run name carrying every varying key and the budget tag, e.g. ``race_st1600_lr0.002_s1``, arm, lr, seed,
+the evaluation metrics, the logged train and validation curves) is appended to ``runs.jsonl`` as soon as it
+finishes. A record already there is never recomputed: an interrupted reproduction resumes with the missing
+runs. ``report.py`` turns the records into results.json, tables, claims, figures and (small only) the README.
 
 Where things go: ``small`` writes ``results/small/`` (results.json, runs.jsonl, figures; committed)
 and the run folders (checkpoints) to ``runs/small/<run name>/``; ``smoke`` writes everything to
 ``runs/smoke/`` (ignored) and always starts from scratch; ``--out-dir X`` puts everything under X.
 """
-
 from __future__ import annotations
 
-import json
+import functools
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from reprokit.config import load_config
+from reprokit.config import ConfigError, load_config
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -40,58 +41,52 @@ def _losses(rsl: float = 0.0, plr: float = 0.0, bal: float = 0.0) -> list[str]:
     return [f"loss.rsl_weight={rsl}", f"loss.plr_weight={plr}", f"loss.balance_weight={bal}"]
 
 
-_RACE = ["model.moe.enabled=true", "model.moe.routing=race", "model.moe.gating=identity"]
+def _moe(routing: str, gating: str) -> list[str]:
+    return ["model.moe.enabled=true", f"model.moe.routing={routing}", f"model.moe.gating={gating}"]
+
+
+_RACE = _moe("race", "identity")
 ARMS: dict[str, list[str]] = {
     "dense": ["model.moe.enabled=false", *_losses()],
-    "tc": ["model.moe.enabled=true", "model.moe.routing=tc", "model.moe.gating=softmax", *_losses(bal=0.01)],
-    "ec": ["model.moe.enabled=true", "model.moe.routing=ec", "model.moe.gating=identity", *_losses()],
+    # the main comparison of Table 1 (each routing with the gating the paper pairs it with)
+    "tc": [*_moe("tc", "softmax"), *_losses(bal=0.01)],
+    "ec": [*_moe("ec", "identity"), *_losses()],
     "race": [*_RACE, *_losses()],
+    # Table 3: router similarity loss, per-layer regularisation, both
     "race_rsl": [*_RACE, *_losses(rsl=0.01)],
     "race_plr": [*_RACE, *_losses(plr=0.1)],
     "race_full": [*_RACE, *_losses(rsl=0.01, plr=0.1)],
+    # the weights on a 3-point grid (the middle points are race_rsl / race_plr)
+    "race_rsl0.003": [*_RACE, *_losses(rsl=0.003)],
+    "race_rsl0.03": [*_RACE, *_losses(rsl=0.03)],
+    "race_plr0.03": [*_RACE, *_losses(plr=0.03)],
+    "race_plr0.3": [*_RACE, *_losses(plr=0.3)],
+    # the rest of Table 1's routing x gating grid
+    "tc_sigmoid": [*_moe("tc", "sigmoid"), *_losses(bal=0.01)],
+    "tc_identity": [*_moe("tc", "identity"), *_losses(bal=0.01)],
+    "ec_softmax": [*_moe("ec", "softmax"), *_losses()],
+    "ec_sigmoid": [*_moe("ec", "sigmoid"), *_losses()],
+    "race_softmax": [*_moe("race", "softmax"), *_losses()],
+    "race_sigmoid": [*_moe("race", "sigmoid"), *_losses()],
 }
+SECONDARY = ["race_plr", "race_full", "race_rsl0.003", "race_rsl0.03", "race_plr0.03", "race_plr0.3",
+             "tc_sigmoid", "tc_identity", "ec_softmax", "ec_sigmoid", "race_softmax", "race_sigmoid"]
 PLANS = {
-    "smoke": {"lr_grid": [1e-3], "grid_arms": ["dense", "race"], "extra_seeds": {"race": [1]}},
-    "small": {"lr_grid": [5e-4, 1e-3, 2e-3, 4e-3, 8e-3], "grid_arms": ["dense", "race"],
-              "extra_seeds": {"tc": [1], "ec": [1], "race": [1]}},
+    "smoke": Group(name="", lr_grid=(1e-3, 2e-3), grid_arms=("dense", "race"), select_by="val_loss",
+                   seeds=(0, 1), seed_arms=("race",), secondary={"tc": "race"}, max_extensions=0),
+    # sized from measured step times (README "Reproduction"): ~32 runs of ~8 worker-minutes, 2 workers
+    "small": Group(name="", lr_grid=(1e-3, 2e-3, 4e-3), grid_arms=("dense", "race"), select_by="val_loss",
+                   seeds=(0, 1, 2), seed_arms=("dense", "race", "tc", "ec", "race_rsl"),
+                   secondary={"tc": "race", "ec": "race", "race_rsl": "race", **dict.fromkeys(SECONDARY, "race")},
+                   max_extensions=2, tag="st1600"),
 }
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    arm: str
-    lr: float
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.arm}_lr{self.lr:g}_s{self.seed}"
-
-    def overrides(self) -> list[str]:
-        return [*ARMS[self.arm], f"train.lr={self.lr}", f"train.seed={self.seed}"]
+def _spec_overrides(job: Job) -> list[str]:
+    return [*ARMS[job.arm], f"train.lr={job.lr}", f"train.seed={job.seed}"]
 
 
-def grid_runs(scale: str) -> list[RunSpec]:
-    p = PLANS[scale]
-    return [RunSpec(arm, lr, 0) for lr in p["lr_grid"] for arm in p["grid_arms"]]
-
-
-def chosen_lr(scale: str, records: dict[str, dict]) -> float:
-    """The grid LR with the lowest mean held-out loss over the grid arms (base-grid records only)."""
-    p = PLANS[scale]
-
-    def mean_loss(lr: float) -> float:
-        return sum(records[RunSpec(a, lr, 0).name]["heldout_loss"] for a in p["grid_arms"]) / len(p["grid_arms"])
-
-    return min(p["lr_grid"], key=mean_loss)
-
-
-def arm_runs(scale: str, lr: float) -> list[RunSpec]:
-    extra = PLANS[scale]["extra_seeds"]
-    return [RunSpec(arm, lr, seed) for arm in ARMS for seed in [0, *extra.get(arm, [])]]
-
-
-def run_one(cfg_path: str, spec: RunSpec, run_dir: str) -> dict:
+def run_one(cfg_path: str, spec: Job, run_dir: str) -> dict:
     """Train one run, reload it from its folder and evaluate it; returns its runs.jsonl record."""
     from reprokit.results import environment_info
 
@@ -99,43 +94,36 @@ def run_one(cfg_path: str, spec: RunSpec, run_dir: str) -> dict:
     from .train import load_run, train
 
     run_dir = Path(run_dir)
-    cfg = load_config(Cfg, cfg_path, spec.overrides())
+    cfg = load_config(Cfg, cfg_path, _spec_overrides(spec))
     final = train(cfg, run_dir)
     t0 = time.time()
     run = load_run(run_dir)
     ev = evaluate(run.model, run.diffusion, run.cfg, grid_path=run_dir / "samples_grid.png")
-    curve = [{"step": r["step"], "loss": r["loss"]} for r in read_jsonl(run_dir / "metrics.jsonl")
-             if r.get("split") == "train"]
-    return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, **ev,
+    metrics = read_jsonl(run_dir / "metrics.jsonl")
+    # a resumed run re-logs the steps it redid: the last record of a step counts
+    curve = sorted({r["step"]: {"step": r["step"], "loss": r["loss"]} for r in metrics
+                    if r.get("split") == "train"}.values(), key=lambda r: r["step"])
+    val_curve = sorted({r["step"]: {"step": r["step"], "val_loss": r["val_loss"]} for r in metrics
+                        if r.get("split") == "val"}.values(), key=lambda r: r["step"])
+    return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag, **ev,
             "final_train_loss": final.get("loss"), "train_seconds": final["train_seconds"],
             "eval_seconds": round(time.time() - t0, 1), "steps": cfg.train.steps,
-            "provenance": f"racedit template code, git {environment_info()['git_commit']}", "curve": curve}
+            "provenance": f"racedit template code, git {environment_info()['git_commit']}", "curve": curve,
+            "val_curve": val_curve}
 
 
-def _execute(cfg_path: Path, specs: list[RunSpec], runs_dir: Path, workers: int, log: Path,
-             records: dict[str, dict]) -> None:
-    """Run the specs without a record, in ``workers`` processes (one torch thread each) when > 1;
-    each finished record is appended to ``log`` at once."""
-    todo = [s for s in dict.fromkeys(specs) if s.name not in records]
-    if not todo:
-        return
+def _job_runner(cfg_path: str, runs_dir: str):
+    return functools.partial(_run_job, cfg_path, runs_dir)
 
-    def done(rec: dict) -> None:
-        records[rec["run"]] = rec
-        with open(log, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
 
-    if workers <= 1:
-        for s in todo:
-            done(run_one(str(cfg_path), s, str(runs_dir / s.name)))
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _run_job(cfg_path: str, runs_dir: str, job: Job) -> dict:
+    return run_one(cfg_path, job, str(Path(runs_dir) / job.name))
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_one, str(cfg_path), s, str(runs_dir / s.name)) for s in todo]
-        for f in as_completed(futs):
-            done(f.result())
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -143,7 +131,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     from .report import write_report
 
     if scale not in PLANS:
-        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(PLANS)}")
+        raise ConfigError(f"unknown scale {scale!r}; valid: {', '.join(PLANS)}")
     t_start = time.time()
     cfg_path = MEMBER / "configs" / f"{scale}.yaml"
     base = load_config(Cfg, str(cfg_path), [])
@@ -157,15 +145,19 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     log = out / "runs.jsonl"
     if scale == "smoke":  # seconds: always from scratch (only the long scales resume from runs.jsonl)
         log.unlink(missing_ok=True)
-        for s in [*grid_runs(scale), *arm_runs(scale, PLANS[scale]["lr_grid"][0])]:
-            shutil.rmtree(runs_dir / s.name, ignore_errors=True)
-    records = {r["run"]: r for r in read_jsonl(log)} if log.is_file() else {}
-
-    _execute(cfg_path, grid_runs(scale), runs_dir, workers, log, records)
-    lr = chosen_lr(scale, records)
-    _execute(cfg_path, arm_runs(scale, lr), runs_dir, workers, log, records)
-
-    plan = {**PLANS[scale], "chosen_lr": lr,
-            "runs": [s.name for s in dict.fromkeys([*grid_runs(scale), *arm_runs(scale, lr)])]}
-    return write_report(scale, out, runs_dir, [records[n] for n in plan["runs"]], plan, base, ARMS,
+        for d in runs_dir.glob("*_lr*_s*"):
+            if d.is_dir():
+                shutil.rmtree(d)
+    group = PLANS[scale]
+    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers,
+                       initializer=_init_worker)
+    lrs = chosen_lrs(group, records)
+    plan = {"lr_grid": list(group.lr_grid), "grid_arms": list(group.grid_arms), "seeds": list(group.seeds),
+            "seed_arms": list(group.seed_arms), "secondary": sorted(a for a in group.secondary
+                                                                    if a not in group.seed_arms),
+            "max_extensions": group.max_extensions, "tag": group.tag, "select_by": group.select_by,
+            "chosen_lr": lrs.get("race"), "chosen_lrs": lrs,
+            "bracketed": {a: bracketed(group, a, records) for a in group.grid_arms},
+            "runs": [j.name for j in planned_jobs([group], records)]}
+    return write_report(scale, out, runs_dir, records, plan, base, ARMS,
                         wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None)

@@ -116,6 +116,14 @@ def train(cfg: Cfg, out_dir: str | Path) -> dict:
         m = cfg.model.moe
         R.capacity(m.routing, m.top_k, tc.batch_size, model.num_tokens, m.num_experts)
     batch_indices(len(data), tc.batch_size, 0, tc.seed, rank, world)   # batch <= dataset (ShapeError)
+    val_data = val = None
+    if tc.eval_every:   # the validation curve (flattening check of the judgeable plan, issue #9)
+        from .evaluate import val_slice
+
+        val_data = load_split(cfg, "heldout")
+        val = val_slice(cfg, len(val_data))
+        if val is None:
+            raise ConfigError(f"train.eval_every={tc.eval_every} needs validation images: set eval.val_n > 0")
     start = 0
     ck = load_checkpoint(out / "ckpt") if tc.resume else None
     if ck is not None:
@@ -168,6 +176,13 @@ def train(cfg: Cfg, out_dir: str | Path) -> dict:
             last = {"loss": float(vals[0]), "total_loss": float(vals[1]), "lr": lr, "grad_norm": float(gnorm),
                     **{k: float(v.detach()) for k, v in aux.items()}, **routing_stats(model)}
             logger.log(step=step + 1, split="train", **last)
+        if val is not None and ((step + 1) % tc.eval_every == 0 or step + 1 == tc.steps):
+            from .evaluate import heldout_loss
+
+            probe = ema if cfg.eval.use_ema else model
+            vl = heldout_loss(probe, diff, val_data, cfg, val)["heldout_loss"]
+            model.train()
+            logger.log(step=step + 1, split="val", val_loss=vl)
         if tc.ckpt_every and (step + 1) % tc.ckpt_every == 0 and step + 1 < tc.steps:
             _save(out, step + 1, model, ema, opt, cfg)
     if start < tc.steps or ck is None:

@@ -17,6 +17,11 @@ speed or cache state hits all candidates alike) and reports, per candidate:
     allocations, but large tensors (mmap-backed) are counted accurately.
   - otherwise (no /proc): ``None``.
 
+* **saved MB** -- the tensors autograd keeps for the backward pass during one call (measured once,
+  after the warmup, through :func:`torch.autograd.graph.saved_tensors_hooks`): the bytes of the
+  distinct storages packed by the call, leaf tensors (parameters and the benchmark's inputs) excluded.
+  Deterministic, unlike the RSS peak, and the quantity that bounds the batch size in training.
+
 Candidates should include everything to be compared (e.g. forward + backward) and return something
 (a tensor) so the work is not optimised away.
 """
@@ -39,7 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BenchRow", "compare", "format_bench", "format_table", "hardware_info", "load_bench", "write_bench"]
+__all__ = ["BenchRow", "compare", "format_bench", "format_table", "hardware_info", "load_bench",
+           "saved_activation_mb", "write_bench"]
 
 
 @dataclass
@@ -52,6 +58,7 @@ class BenchRow:
     p75_ms: float
     peak_mem_mb: float | None
     ratio: float
+    saved_mb: float | None = None
 
 
 def _cuda_active() -> bool:
@@ -109,6 +116,24 @@ class _MemProbe:
         return None
 
 
+def saved_activation_mb(fn: Callable[[], Any]) -> float:
+    """MB of the distinct storages autograd saves for backward while ``fn()`` runs (leaf tensors --
+    parameters and inputs -- excluded; views of one storage counted once). ``fn`` may run backward too:
+    only what the forward packs is counted."""
+    seen: dict[tuple[int, str], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not (t.is_leaf and t.requires_grad):
+            st = t.untyped_storage()
+            seen[(st.data_ptr(), str(t.device))] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(seen.values()) / 2**20
+
+
 def compare(
     candidates: Mapping[str, Callable[[], Any]],
     baseline: str,
@@ -128,6 +153,7 @@ def compare(
     for _ in range(warmup):
         for name in names:
             candidates[name]()
+    saved = {name: saved_activation_mb(candidates[name]) for name in names}
     cuda = _cuda_active()
     if cuda:
         torch.cuda.synchronize()
@@ -161,6 +187,7 @@ def compare(
             p75_ms=float(np.percentile(t, 75)),
             peak_mem_mb=peaks[name],
             ratio=med / base if base > 0 else float("nan"),
+            saved_mb=saved[name],
         ))
     return rows
 
@@ -168,12 +195,14 @@ def compare(
 def format_table(rows: list[BenchRow]) -> str:
     """Markdown table of ``rows``."""
     lines = [
-        "| candidate | median ms | p25–p75 ms | peak MB | × baseline |",
-        "|---|---:|---:|---:|---:|",
+        "| candidate | median ms | p25–p75 ms | peak MB | saved MB | × baseline |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mem = "n/a" if r.peak_mem_mb is None else f"{r.peak_mem_mb:.1f}"
-        lines.append(f"| {r.name} | {r.median_ms:.3f} | {r.p25_ms:.3f}–{r.p75_ms:.3f} | {mem} | {r.ratio:.2f} |")
+        sv = "n/a" if r.saved_mb is None else f"{r.saved_mb:.1f}"
+        lines.append(f"| {r.name} | {r.median_ms:.3f} | {r.p25_ms:.3f}–{r.p75_ms:.3f} | {mem} | {sv} "
+                     f"| {r.ratio:.2f} |")
     return "\n".join(lines)
 
 

@@ -241,8 +241,10 @@ def render_floors(res: dict) -> str:
 def render_bench(bench: dict) -> str:
     parts = []
     for case, rows in bench["cases"].items():
-        cols = ["impl", "median ms", "p25 ms", "p75 ms", "peak MB", "ratio"]
+        saved = any(r.get("saved_mb") is not None for r in rows)
+        cols = ["impl", "median ms", "p25 ms", "p75 ms", "peak MB", *(["saved MB"] if saved else []), "ratio"]
         body = [[r["name"], r["median_ms"], r.get("p25_ms"), r.get("p75_ms"), r.get("peak_mem_mb"),
+                 *([r.get("saved_mb")] if saved else []),
                  f"{r['ratio']:.2f}x" if r.get("ratio") is not None else None] for r in rows]
         parts.append(f"**{case}**\n\n" + markdown_table(cols, body))
     hw = bench.get("hardware", {})

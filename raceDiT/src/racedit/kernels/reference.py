@@ -6,10 +6,10 @@ gives this order for free), the per-expert counts, and the stacked expert weight
 
     y[t] += g * (gelu_tanh(x[t] @ W1[e] + b1[e]) @ W2[e] + b2[e])
 
-The computation is vectorised: one gather, one GEMM per expert slice (a loop over experts, never over
-tokens), one ``index_add_``. Forward and backward are written by hand (an autograd.Function) so the
-CPU path allocates each buffer once; :func:`moe_ffn_naive` is the plain-autograd definition used by
-the tests.
+The computation is vectorised per expert (a loop over experts, never over tokens): gather the expert's
+rows, two GEMMs, scale by the gates, ``index_add_`` into the output. Forward and backward are written by
+hand (an autograd.Function) so that only the pre-activations are saved (see :class:`_MoEFFN`);
+:func:`moe_ffn_naive` is the plain-autograd definition used by the tests.
 """
 
 from __future__ import annotations
@@ -26,57 +26,67 @@ def _bounds(counts: torch.Tensor) -> list[int]:
 
 
 class _MoEFFN(torch.autograd.Function):
+    """Expert-by-expert forward and backward with O(N*4d) saved activations.
+
+    Only the pre-activations ``pre (P, h)`` are saved (at k-in-E, P*h = N*4d: the dense MLP's hidden),
+    besides the layer input ``x`` that autograd keeps alive anyway. Every other per-pair tensor (the
+    gathered rows, GELU output, expert output, their gradients) exists one expert slice at a time, so
+    peak memory does not grow with P*d. The backward recomputes the gather and GELU(pre) and gets
+    the gate gradient without the saved expert output::
+
+        dg_p = <out_p, dy_t> = <GELU(pre_p), dy_t W2[e]^T> + <b2[e], dy_t>
+    """
+
     @staticmethod
     def forward(ctx, x, tok, counts, gate, W1, b1, W2, b2):
         bounds = _bounds(counts)
-        E = W1.shape[0]
-        xg = x.index_select(0, tok)
-        P, h, d = xg.shape[0], W1.shape[2], W2.shape[2]
-        pre = x.new_empty(P, h)
-        out = x.new_empty(P, d)
-        for e in range(E):
+        pre = x.new_empty(tok.shape[0], W1.shape[2])                     # (P, h)
+        y = torch.zeros_like(x)                                          # (N, d)
+        for e in range(W1.shape[0]):
             s, t = bounds[e], bounds[e + 1]
-            if t > s:
-                torch.addmm(b1[e], xg[s:t], W1[e], out=pre[s:t])
-        hid = gelu_tanh(pre)
-        for e in range(E):
-            s, t = bounds[e], bounds[e + 1]
-            if t > s:
-                torch.addmm(b2[e], hid[s:t], W2[e], out=out[s:t])
-        y = torch.zeros_like(x).index_add_(0, tok, out * gate.unsqueeze(1))
-        ctx.save_for_backward(xg, tok, gate, W1, W2, pre, hid, out)
+            if t == s:
+                continue
+            te = tok[s:t]
+            pe = torch.addmm(b1[e], x.index_select(0, te), W1[e], out=pre[s:t])   # (c, h)
+            oe = torch.addmm(b2[e], gelu_tanh(pe), W2[e])                         # (c, d)
+            y.index_add_(0, te, oe.mul_(gate[s:t].unsqueeze(1)))
+        ctx.save_for_backward(x, tok, gate, W1, W2, b2, pre)
         ctx.bounds = bounds
-        ctx.n = x.shape[0]
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        xg, tok, gate, W1, W2, pre, hid, out = ctx.saved_tensors
+        x, tok, gate, W1, W2, b2, pre = ctx.saved_tensors
         bounds = ctx.bounds
-        E = W1.shape[0]
         dy = dy.contiguous()
-        dyg = dy.index_select(0, tok)
-        dgate = (out * dyg).sum(1)
-        dout = dyg * gate.unsqueeze(1)
-        dW1, dW2 = torch.zeros_like(W1), torch.zeros_like(W2)
-        db1 = W1.new_zeros(E, W1.shape[2])
-        db2 = W2.new_zeros(E, W2.shape[2])
-        dpre = torch.empty_like(pre)
-        for e in range(E):
+        need_x, need_g = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        dx = torch.zeros_like(x) if need_x else None
+        dgate = torch.zeros_like(gate) if need_g else None
+        # every slice is written below (or zeroed for an expert without pairs): no full zero-fill
+        dW1, dW2 = torch.empty_like(W1), torch.empty_like(W2)
+        db1 = W1.new_empty(W1.shape[0], W1.shape[2])
+        db2 = torch.empty_like(b2)
+        for e in range(W1.shape[0]):
             s, t = bounds[e], bounds[e + 1]
-            if t > s:
-                torch.mm(hid[s:t].t(), dout[s:t], out=dW2[e])
-                db2[e] = dout[s:t].sum(0)
-                torch.mm(dout[s:t], W2[e].t(), out=dpre[s:t])
-        dpre = torch.ops.aten.gelu_backward(dpre, pre, approximate="tanh")
-        dxg = torch.empty_like(xg)
-        for e in range(E):
-            s, t = bounds[e], bounds[e + 1]
-            if t > s:
-                torch.mm(xg[s:t].t(), dpre[s:t], out=dW1[e])
-                db1[e] = dpre[s:t].sum(0)
-                torch.mm(dpre[s:t], W1[e].t(), out=dxg[s:t])
-        dx = torch.zeros(ctx.n, xg.shape[1], dtype=xg.dtype, device=xg.device).index_add_(0, tok, dxg)
+            if t == s:
+                for g in (dW1, dW2, db1, db2):
+                    g[e].zero_()
+                continue
+            te, ge = tok[s:t], gate[s:t].unsqueeze(1)                    # (c,), (c, 1)
+            dye = dy.index_select(0, te)                                 # (c, d)
+            pe = pre[s:t]                                                # (c, h)
+            he = gelu_tanh(pe)                                           # (c, h) recomputed
+            dhe = dye @ W2[e].t()                                        # (c, h) ungated
+            if need_g:
+                dgate[s:t] = (he * dhe).sum(1) + dye @ b2[e]
+            dye.mul_(ge)                                                 # g * dy: dL/d(out)
+            torch.mm(he.t(), dye, out=dW2[e])
+            torch.sum(dye, 0, out=db2[e])
+            dpe = torch.ops.aten.gelu_backward(dhe.mul_(ge), pe, approximate="tanh")   # (c, h)
+            torch.mm(x.index_select(0, te).t(), dpe, out=dW1[e])
+            torch.sum(dpe, 0, out=db1[e])
+            if need_x:
+                dx.index_add_(0, te, dpe @ W1[e].t())
         return dx, None, None, dgate, dW1, db1, dW2, db2
 
 

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, lr_decision, planned_jobs, run_jobs, run_name
+from reprokit.testing import parabola_record as fake_record  # noqa: E402
+
+
+def group(**kw) -> Group:
+    base = dict(name="", lr_grid=(1e-3, 2e-3, 4e-3), grid_arms=("base", "main"), select_by="val_loss",
+                seeds=(0, 1, 2), seed_arms=("base", "main"), secondary={"side": "main"}, max_extensions=2)
+    base.update(kw)
+    return Group(**base)
+
+
+def simulate(groups: list[Group]) -> list[dict]:
+    """Run the plan to completion, one job at a time, the way run_jobs does."""
+    records: list[dict] = []
+    while True:
+        done = {r["run"] for r in records}
+        todo = [j for j in planned_jobs(groups, records) if j.name not in done]
+        if not todo:
+            return records
+        records.append(fake_record(todo[0]))
+
+
+def test_run_names_match_both_conventions() -> None:
+    assert run_name("", "race", 0.002, 1) == "race_lr0.002_s1"
+    assert run_name("lm", "dhcx4", 0.004, 0, "st4000") == "lm-dhcx4_st4000_lr0.004_s0"
+    assert Job("vit", "prenorm", 1e-3, 2).name == "vit-prenorm_lr0.001_s2"
+
+
+def test_grid_extends_until_bracketed_then_seeds_and_secondary() -> None:
+    g = group()
+    records = simulate([g])
+    names = {r["run"] for r in records}
+    # base: optimum 2e-3 inside the grid -> no extension; main: optimum 8e-3 -> one extension (8e-3), then
+    # 8e-3 is at the new edge -> a second one (1.6e-2), which brackets it
+    assert {f"base_lr{lr:g}_s0" for lr in (1e-3, 2e-3, 4e-3)} <= names
+    assert "base_lr0.008_s0" not in names and "base_lr0.0005_s0" not in names
+    assert {"main_lr0.008_s0", "main_lr0.016_s0"} <= names
+    assert chosen_lrs(g, records) == {"base": 2e-3, "main": 8e-3, "side": 8e-3}
+    assert bracketed(g, "base", records) and bracketed(g, "main", records)
+    assert {"base_lr0.002_s1", "base_lr0.002_s2", "main_lr0.008_s1", "main_lr0.008_s2", "side_lr0.008_s0"} <= names
+    assert len(records) == 3 + 5 + 2 + 2 + 1
+    # a pure function of the records: feeding it its own finished runs adds nothing
+    assert {j.name for j in planned_jobs([g], records)} == names
+
+
+def test_secondary_seed_arms_get_every_seed_first() -> None:
+    g = group(grid_arms=("main",), seed_arms=("main", "side"), secondary={"extra": "main", "side": "main"})
+    records = simulate([g])
+    names = [r["run"] for r in records]
+    assert {"side_lr0.008_s0", "side_lr0.008_s1", "side_lr0.008_s2", "extra_lr0.008_s0"} <= set(names)
+    assert "extra_lr0.008_s1" not in names
+    assert names.index("side_lr0.008_s2") < names.index("extra_lr0.008_s0")
+
+
+def test_extensions_are_capped_and_reported_unbracketed() -> None:
+    g = group(grid_arms=("edge",), seed_arms=(), secondary={}, max_extensions=1)
+    records = simulate([g])
+    assert sorted(r["lr"] for r in records) == [1e-3, 2e-3, 4e-3, 8e-3]
+    assert chosen_lrs(g, records) == {"edge": 8e-3} and bracketed(g, "edge", records) is False
+
+
+def test_maximize_and_downward_extension() -> None:
+    g = group(grid_arms=("acc",), seed_arms=(), secondary={}, maximize=True, select_by="top1", max_extensions=1)
+    recs = [{"run": g.job("acc", lr).name, "lr": lr, "top1": {1e-3: 0.9, 2e-3: 0.8, 4e-3: 0.7}[lr]}
+            for lr in g.lr_grid]
+    decided, lr, jobs = lr_decision(g, "acc", {r["run"]: r for r in recs})
+    assert not decided and jobs[-1].lr == 5e-4   # best at the lower edge: extend downwards
+
+
+def test_records_outside_the_plan_are_ignored() -> None:
+    g = group(tag="st2000")
+    stray = [{"run": "base_lr0.001_s0", "lr": 1e-3, "val_loss": 0.0}]   # an untagged run of another budget
+    assert all(j.tag == "st2000" for j in planned_jobs([g], stray))
+    assert not lr_decision(g, "base", {r["run"]: r for r in stray})[0]
+
+
+def test_secondary_must_name_a_grid_arm() -> None:
+    with pytest.raises(ValueError, match="not a grid arm"):
+        planned_jobs([group(secondary={"side": "nope"})], [])
+
+
+def test_run_jobs_resumes_and_appends_each_record(tmp_path) -> None:
+    workers = 1
+    g = group(lr_grid=(1e-3, 2e-3, 4e-3), grid_arms=("base",), seed_arms=("base",), secondary={})
+    log = tmp_path / "runs.jsonl"
+    first = fake_record(g.job("base", 1e-3))
+    log.write_text(json.dumps(first) + "\n")
+    out = run_jobs([g], log, fake_record, workers=workers)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["run"] for x in lines].count(first["run"]) == 1      # the finished run was not recomputed
+    assert len(lines) == len(out) == 3 + 2
+    assert run_jobs([g], log, fake_record, workers=workers) and len(log.read_text().splitlines()) == 5
+
+
+def test_run_jobs_keeps_finished_records_when_a_job_fails(tmp_path) -> None:
+    """Two worker processes: a failing job stops new submissions, the running ones still finish and count."""
+    g = group(grid_arms=("crash",), seed_arms=("crash",), secondary={})   # seed 2 of arm "crash" raises
+    log = tmp_path / "runs.jsonl"
+    with pytest.raises(RuntimeError, match="boom"):
+        run_jobs([g], log, fake_record, workers=2)
+    names = [json.loads(x)["run"] for x in log.read_text().splitlines()]
+    assert len(names) == 4 and "crash_lr0.002_s1" in names and "crash_lr0.002_s2" not in names
