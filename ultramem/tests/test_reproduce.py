@@ -1,6 +1,9 @@
 """The reproduction plan (a pure function of the base grid), the claim rules of the report, B2's byte model."""
 
+import json
 import math
+
+import pytest
 
 from reprokit.claims import NOT_TESTABLE, REPRODUCED
 from ultramem.plan import PLANS, edge_extension, flattening_pct, run_name, stage_jobs
@@ -105,12 +108,59 @@ def test_b2_byte_model():
     assert 24e6 < mc.n_physical() * 512 < 27e6            # ~25M sparse parameters, like the MoE
 
 
-def test_latency_bench_runs_and_records_medians_and_bytes():
-    from ultramem.bench import latency_bench
+def test_latency_bench_runs_and_records_medians_and_bytes(tmp_path):
+    from reprokit.bench import load_bench, write_bench
+    from reprokit.results import render_bench
+    from ultramem.bench import latency_bench, plot_latency
 
     res = latency_bench(batches=[1, 4], min_runs=2)
-    assert [r["batch"] for r in res["rows"]] == [1, 4]
-    for r in res["rows"]:
-        for k in ("dense", "moe", "memory"):
-            assert r[f"{k}_ms"] > 0 and r[f"{k}_runs"] >= 2 and r[f"{k}_mb_read"] > 0
-    assert 24e6 < res["params"]["moe"] < 27e6 and 24e6 < res["params"]["memory"] < 27e6
+    assert list(res["cases"]) == ["B = 1", "B = 4"]
+    for rows in res["cases"].values():
+        assert [r.name for r in rows] == ["dense", "moe", "memory"] and rows[0].ratio == 1.0
+        assert all(r.median_ms > 0 for r in rows)
+    ex = res["extra"]
+    assert all(ex["runs"][k][b] >= 2 and ex["mb_read"][k][b] > 0 for k in ("dense", "moe", "memory") for b in (1, 4))
+    assert 24e6 < ex["params"]["moe"] < 27e6 and 24e6 < ex["params"]["memory"] < 27e6
+    assert ex["claim"]["verdict"] == "not measured"                      # no B = 64 in this quick run
+    path = write_bench(tmp_path / "latency.json", res["cases"], command="test", extra=ex)
+    assert "| memory |" in render_bench(json.loads(path.read_text()))    # the README block renders
+    assert load_bench(path)["extra"]["mb_read"]["moe"]["4"] > 0
+    assert plot_latency(res["cases"], ex, tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_latency_claim_verdicts():
+    from reprokit.bench import BenchRow
+    from ultramem.bench import latency_claim
+
+    def case(dense, moe, mem):
+        return [BenchRow(n, v, v, v, None, v / dense, None) for n, v in (("dense", dense), ("moe", moe), ("memory", mem))]
+
+    good = {"B = 1": case(1, 1, 1), "B = 64": case(2, 5, 2.5), "B = 256": case(4, 9, 5.9), "B = 1024": case(8, 9, 30)}
+    c = latency_claim(good)
+    assert c["verdict"] == "reproduced" and c["moe_over_memory_at_64"] == 2.0
+    assert c["max_memory_over_dense"] == pytest.approx(1.475)              # B = 1024 is beyond the claim's range
+    bad = dict(good, **{"B = 256": case(4, 9, 6.1)})
+    assert latency_claim(bad)["verdict"] == "not reproduced"
+    assert latency_claim({"B = 1": case(1, 1, 1)})["verdict"] == "not measured"
+
+
+def test_peer_bench_needs_the_bench_group(monkeypatch):
+    import sys
+
+    from reprokit.errors import UserError
+    from ultramem.bench import peer_bench
+
+    monkeypatch.setitem(sys.modules, "product_key_memory", None)
+    with pytest.raises(UserError, match="--group bench"):
+        peer_bench()
+
+
+def test_peer_bench_runs_at_a_tiny_size():
+    pytest.importorskip("product_key_memory")
+    from ultramem.bench import peer_bench
+
+    res = peer_bench(dim=32, heads=2, num_keys=8, topk=4, dim_head=8, batch=(2, 4), repeats=1)
+    (rows,) = res["cases"].values()
+    assert [r.name for r in rows] == ["ultramem (ours, torch)", "product-key-memory PKM"]
+    p = res["extra"]["params"]
+    assert abs(p["ours"] - p["theirs"]) <= 2 * 2 * 8                       # only the query LayerNorm widths differ

@@ -63,24 +63,43 @@ def _bench_args(p) -> None:
     p.add_argument("--batches", type=str, default="1,4,16,64,256,1024", help="--latency: batch sizes")
     p.add_argument("--min-runs", type=int, default=30, help="--latency: timed runs per point (median)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--peer", action="store_true",
+                   help="instead: our memory layer (PKM arm) against lucidrains' product-key-memory at the same "
+                        "configuration, forward + backward (needs the bench group: uv sync --all-packages --group "
+                        "bench); writes results/peer.json")
+    p.add_argument("--repeats", type=int, default=15, help="--peer: timed rounds")
     p.add_argument("--calibrate", action="store_true",
                    help="instead: seconds per step of each small-plan arm on Brown, written to runs/calibration.json")
     p.add_argument("--steps", type=int, default=20, help="--calibrate: timed steps per arm")
 
 
 def cmd_bench(args) -> int:
-    from .bench import PKG_DIR, calibrate, latency_bench
+    import sys
 
-    base = Path(args.out_dir) if args.out_dir else PKG_DIR / "runs"
+    from reprokit.bench import write_bench
+
+    from .bench import PKG_DIR, calibrate, latency_bench, peer_bench, plot_latency
+
+    command = "ultramem bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "ultramem bench"
     if args.calibrate:
+        base = Path(args.out_dir) if args.out_dir else PKG_DIR / "runs"
         res = calibrate(steps=args.steps, threads=args.threads)
         path = base / "calibration.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {path}")
+        return 0
+    base = Path(args.out_dir) if args.out_dir else PKG_DIR / "results"      # the committed benchmark files
+    if args.peer:
+        res = peer_bench(repeats=args.repeats, threads=args.threads)
+        path = write_bench(base / "peer.json", res["cases"], command=command, extra=res["extra"],
+                           packages=("product-key-memory",))
     else:
         batches = [int(b) for b in args.batches.split(",") if b.strip()]
         res = latency_bench(batches=batches, min_runs=args.min_runs, threads=args.threads)
-        path = base / "latency.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1) + "\n")
+        path = write_bench(base / "latency.json", res["cases"], command=command, extra=res["extra"])
+        print(f"wrote {plot_latency(res['cases'], res['extra'], base / 'latency.png')}")
+        print(json.dumps(res["extra"]["claim"]))
     print(f"wrote {path}")
     return 0
 

@@ -149,6 +149,9 @@ class ModelCfg:
     norm_eps: float = 1e-5
     impl: Literal["auto", "triton", "torch"] = "auto"
     arch: Literal["dense", "moe", "memory"] = "dense"   # what the sparse module is
+    # the decoder: ours (CPU runs) or transformers' OLMo (dense / memory) / OLMoE (moe) for the paper-scale
+    # configs (paper.py; needs the `paper` extra: uv sync --extra paper)
+    backbone: Literal["ours", "olmo", "olmoe"] = "ours"
     mem: MemCfg = field(default_factory=MemCfg)
     moe: MoECfg = field(default_factory=MoECfg)
 
@@ -171,6 +174,15 @@ class ModelCfg:
             self.mem.validate(self.hidden, self.depth)
         if self.arch == "moe" and self.depth:
             self.moe.validate(self.depth)
+        if self.backbone == "olmo" and self.arch == "moe":
+            raise ConfigError("model.backbone=olmo has dense FFNs: model.arch=moe needs model.backbone=olmoe")
+        if self.backbone == "olmoe":
+            if self.arch != "moe":
+                raise ConfigError(f"model.backbone=olmoe is the MoE baseline: needs model.arch=moe "
+                                  f"(got {self.arch!r}; the dense / memory arms use model.backbone=olmo)")
+            if self.depth and sorted({i % self.depth for i in self.moe.layers}) != list(range(self.depth)):
+                raise ConfigError(f"model.backbone=olmoe puts an MoE in every block: model.moe.layers="
+                                  f"{self.moe.layers} must list all of 0..{self.depth - 1}")
 
     def check_complete(self) -> None:
         """Before building a model: the sizes are set (by model.size or all of depth / hidden / heads)."""

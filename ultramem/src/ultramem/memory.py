@@ -43,7 +43,7 @@ from reprokit.errors import ShapeError
 from reprokit.rng import step_generator
 
 from .config import ModelCfg
-from .kernels import key_topm, weighted_bag
+from .kernels import grid_topm, key_topm, weighted_bag
 
 
 def top1_singular_vectors(core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,18 +159,12 @@ class MemoryLayer(nn.Module):
 
     def select_from_stage1(self, ia: torch.Tensor, sr: torch.Tensor, ib: torch.Tensor, scol: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 2 on the m x m sub-grid -> (virtual slot ids (N, H, m), per-core scores (N, H, h, m)).
+        """Stage 2 on the m x m sub-grid (``kernels.grid_topm``: kernel (b) or its reference) -> (virtual slot
+        ids (N, H, m), per-core scores (N, H, h, m)).
         ia / ib (N, H, m): kept rows / columns; sr / scol (N, H, r, m): their per-rank scores."""
         m, n = self.m, self.n
-        if not self.tucker:                                                    # PKM: additive product keys
-            grid = sr[:, :, 0, :, None] + scol[:, :, 0, None, :]              # (N, H, m, m)
-            sc, flat = grid.flatten(-2).topk(m, dim=-1)                       # (N, H, m)
-            rows, cols = ia.gather(-1, flat // m), ib.gather(-1, flat % m)
-            return rows * n + cols, sc[:, :, None]                             # (N, H, m), (N, H, 1, m)
-        tmp = torch.einsum("bhri,hcrs->bhcis", sr, self.core)                  # (N, H, h, m, r)
-        grid = torch.einsum("bhcis,bhsj->bhcij", tmp, scol)                    # (N, H, h, m, m)
-        _, flat = grid.sum(2).flatten(-2).topk(m, dim=-1)                      # (N, H, m)
-        sc = grid.flatten(-2).gather(-1, flat[:, :, None].expand(-1, -1, self.h, -1))   # (N, H, h, m)
+        core = self.core if self.tucker else None                              # None: PKM's additive keys
+        flat, sc = grid_topm(sr, scol, core, m, impl=self.cfg.impl)            # kernel (b): (N, H, m), (N, H, h, m)
         rows, cols = ia.gather(-1, flat // m), ib.gather(-1, flat % m)
         return rows * n + cols, sc
 

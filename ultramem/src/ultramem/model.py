@@ -85,14 +85,15 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_parameters(model: UltraMemLM, seed: int) -> None:
+def init_parameters(model: nn.Module, seed: int, prefixes: tuple[str, ...] = ()) -> None:
     """Every parameter from its own keyed stream ``(seed, "init", name)``, so the weights two arms share
     start identical. N(0, init_std); block output projections N(0, init_std / sqrt(2 depth)); norms 1;
     memory layers per ``MemoryLayer.param_std`` (values: PKM N(0, 1/D_v) or the improved-init variance);
-    Tucker cores U(0, 1) (as the official code); MoE experts like the dense FFN."""
+    Tucker cores U(0, 1) (as the official code); MoE experts like the dense FFN. ``prefixes``: only the
+    parameters whose names start with one of them (a transformers backbone initialises itself)."""
     cfg = model.cfg
     for name, p in model.named_parameters():
-        if p.device.type == "meta":
+        if p.device.type == "meta" or (prefixes and not name.startswith(prefixes)):
             continue
         g = step_generator(seed, "init", name)
         std = cfg.init_std
@@ -115,7 +116,18 @@ def init_parameters(model: UltraMemLM, seed: int) -> None:
         p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * std)
 
 
-def build_model(cfg: ModelCfg, seed: int = 0) -> UltraMemLM:
-    model = UltraMemLM(cfg, seed=seed)
-    init_parameters(model, seed)
+def new_model(cfg: ModelCfg, seed: int = 0) -> nn.Module:
+    """The module of ``model.backbone`` (ours, or transformers' OLMo / OLMoE in paper.py), not initialised."""
+    if cfg.backbone != "ours":
+        from .paper import PaperLM
+
+        return PaperLM(cfg, seed=seed)
+    return UltraMemLM(cfg, seed=seed)
+
+
+def build_model(cfg: ModelCfg, seed: int = 0) -> nn.Module:
+    """``new_model`` + ``init_parameters`` (the transformers backbones initialise themselves; then only the
+    memory units get our initialisation)."""
+    model = new_model(cfg, seed)
+    init_parameters(model, seed, prefixes=("mems.",) if cfg.backbone != "ours" else ())
     return model

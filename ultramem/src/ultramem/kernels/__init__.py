@@ -1,12 +1,13 @@
 """Dispatch of the memory-layer kernels on ``model.impl`` (``reprokit.kernels.resolve_impl``).
 
-``torch``: the reference (always); ``triton``: the fused kernels (CUDA, or the interpreter when
+``torch``: PyTorch (the references; the weighted bag through ``F.embedding_bag``, tested equal to its
+reference); ``triton``: the fused kernels (CUDA, or the interpreter when
 ``TRITON_INTERPRET=1``); ``auto``: Triton for CUDA tensors, the reference otherwise.
 
 Kernels: (c) ``weighted_bag`` — the weighted gather with IVE group pooling (embedding-bag), forward and
 backward (sort-and-segment row gradients); (a) ``key_topm`` — key scoring + rank combination + top-m
-selection (stage 1 of PKM and TDQKR). Both are used by ``memory.py``. Not done: (b) the m x m Tucker grid
-scoring + top-m (PyTorch einsums in ``memory.select_from_stage1``).
+selection (stage 1 of PKM and TDQKR); (b) ``grid_topm`` — the m x m (Tucker) grid scoring summed over the
+MCS cores + top-m (stage 2). All three are used by ``memory.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import torch
 
 from reprokit.kernels import resolve_impl
 
-from .reference import key_topm_reference, weighted_bag_reference
+from .reference import (
+    grid_scores_reference,
+    grid_topm_reference,
+    key_topm_reference,
+    weighted_bag_reference,
+    weighted_bag_torch,
+)
 
 
 def weighted_bag(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, bags: torch.Tensor,
@@ -25,7 +32,7 @@ def weighted_bag(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor,
         from .bag_triton import weighted_bag_triton
 
         return weighted_bag_triton(table, rows, weights, bags, n_bags)
-    return weighted_bag_reference(table, rows, weights, bags, n_bags)
+    return weighted_bag_torch(table, rows, weights, bags, n_bags)
 
 
 def key_topm(q: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, m: int, impl: str = "auto"
@@ -43,4 +50,25 @@ def key_topm(q: torch.Tensor, keys: torch.Tensor, w: torch.Tensor, m: int, impl:
     return key_topm_reference(q, keys, w, m)
 
 
-__all__ = ["key_topm", "key_topm_reference", "weighted_bag", "weighted_bag_reference"]
+def grid_topm(sr: torch.Tensor, scol: torch.Tensor, core: torch.Tensor | None, m: int, impl: str = "auto"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat sub-grid ids (N, H, m), winners' per-core scores (N, H, h, m)); see
+    ``reference.grid_topm_reference``. The Triton path selects in the kernel and recomputes the winners'
+    per-core scores by a differentiable gather (gradients w.r.t. sr, scol and core as the reference's)."""
+    if resolve_impl(impl, sr.device) == "triton":
+        from .grid_triton import grid_topm_indices_triton
+
+        flat = grid_topm_indices_triton(sr, scol, core, m)                    # (N, H, m)
+        mm = sr.shape[-1]
+        R = sr.shape[2]
+        ia = (flat // mm)[:, :, None].expand(-1, -1, R, -1)                   # (N, H, r, m)
+        ib = (flat % mm)[:, :, None].expand(-1, -1, R, -1)
+        a, b = sr.gather(-1, ia), scol.gather(-1, ib)                          # (N, H, r, m) winners' scores
+        if core is None:
+            return flat, (a[:, :, 0] + b[:, :, 0])[:, :, None]                 # (N, H, 1, m)
+        return flat, torch.einsum("bhrk,hcrs,bhsk->bhck", a, core, b)          # (N, H, h, m)
+    return grid_topm_reference(sr, scol, core, m)
+
+
+__all__ = ["grid_scores_reference", "grid_topm", "grid_topm_reference", "key_topm", "key_topm_reference",
+           "weighted_bag", "weighted_bag_reference", "weighted_bag_torch"]

@@ -1,0 +1,107 @@
+"""reproduce.py / report.py: the judgeable plan (reprokit.plan: LR grids bracketed on the validation identities,
+further seeds, the secondary arm at C-GAN's LR), run names carrying every varying key and the budget, finished
+records never recomputed, every arm reported at its own chosen LR, and the LR table."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import cgan_aging.reproduce as rp
+from cgan_aging.report import at_chosen_lrs
+from reprokit.claims import STATUSES, floor_check
+from reprokit.config import load_config
+from reprokit.results import load_results
+from reprokit.runs import read_jsonl
+
+SMALL = Path(__file__).resolve().parents[1] / "configs" / "small.yaml"
+
+
+def _val(arm: str, lr: float) -> float:
+    """The fake selection metric: the baseline keeps improving with the LR (best at the top edge even after
+    the extension: not bracketed); C-GAN is best at 4e-4, the top edge of the base grid, and worse at the
+    extension 8e-4 (bracketed after one extension)."""
+    if arm == "baseline":
+        return 0.3 - 100 * lr
+    return 0.1 + 0.01 * abs(math.log2(lr / 4e-4))
+
+
+def _fake_run_one(calls: list[str]):
+    def run_one(cfg_path, spec, run_dir, cache_dir):
+        calls.append(spec.name)
+        assert Path(run_dir).name == spec.name and Path(cache_dir).name == "evaluators"
+        v = _val(spec.arm, spec.lr)
+        better = 0.01 * (spec.arm != "baseline")
+        return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag,
+                "val_gt_l1": v, "val_age_acc": 0.8, "gt_l1": v - better + 0.001 * spec.seed,
+                "param_mae": 0.2 - better, "age_acc": 0.8 + 0.001 * spec.seed, "verif_auc_aug": 0.9,
+                "verif_auc_none": 0.85, "floors": [floor_check("age_group_classifier_acc", 0.9, 0.85)],
+                "curve": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}], "train_seconds": 1.0,
+                "eval_seconds": 1.0}
+    return run_one
+
+
+def test_run_names_and_overrides_carry_every_varying_key():
+    g = rp.PLANS["small"]
+    job = g.job("cgan", 4e-4, 2)
+    assert job.name == f"cgan_st{load_config(rp.Cfg, str(SMALL), []).train.steps}_lr0.0004_s2"
+    ov = rp._spec_overrides(job)
+    assert {"train.lr=0.0004", "train.d_lr=0.0004", "train.seed=2", *rp.ARMS["cgan"]} == set(ov)
+    assert set(g.grid_arms) | set(g.secondary) == set(rp.ARMS) and g.select_by == "val_gt_l1"
+    assert min(g.lr_grid) < 2e-4 < max(g.lr_grid) and len(g.lr_grid) == 3
+
+
+def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(rp, "run_one", _fake_run_one(calls))
+    out = tmp_path / "small"
+    rp.run_reproduce("small", out_dir=str(out))
+    t = rp.PLANS["small"].tag
+    # 6 grid runs + one extension each (8e-4: both bests sit at the top edge) + seeds 1, 2 of both grid arms at
+    # their chosen LRs + cgan_noneg once at C-GAN's
+    assert len(calls) == len(set(calls)) == 6 + 2 + 4 + 1
+    assert f"baseline_{t}_lr0.0008_s0" in calls and f"cgan_{t}_lr0.0008_s0" in calls
+    assert {f"baseline_{t}_lr0.0008_s2", f"cgan_{t}_lr0.0004_s2", f"cgan_noneg_{t}_lr0.0004_s0"} <= set(calls)
+    assert not any("lr0.0016" in c or ("cgan_noneg" in c and "_s1" in c) for c in calls)
+    res = load_results(out / "results.json")
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"] == {"baseline": 8e-4, "cgan": 4e-4, "cgan_noneg": 4e-4}
+    assert plan["bracketed"] == {"baseline": False, "cgan": True}
+    lt = res["tables"]["lr_grid"]
+    assert "bracketed (best LR strictly inside the LRs tried): baseline no, cgan yes" in lt["caption"]
+    assert [r[0] for r in lt["rows"]] == ["0.0001", "0.0002", "0.0004", "0.0008 (extension)"]
+    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][3][1].endswith("◀ chosen")
+    # each arm at its own chosen LR: three seeds of the grid arms, one of the secondary
+    rows = {r[0]: r for r in res["tables"]["main"]["rows"]}
+    assert [(r[1], r[2]) for r in rows.values()] == [("0.0008", 3), ("0.0004", 3), ("0.0004", 1)]
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    assert next(c for c in res["claims"] if c["id"] == "gt_error")["status"] == "reproduced"
+    # interrupted after the grid: resuming runs exactly the missing runs, never a finished one
+    recs = read_jsonl(out / "runs.jsonl")
+    keep = {r["run"] for r in recs[:7]}
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["run"] in keep))
+    first = list(calls)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))
+    assert sorted(calls) == sorted(set(first) - keep)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
+    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 13
+
+
+def test_report_reads_each_arm_at_its_chosen_lr():
+    recs = [{"run": f"{a}_{lr}_{s}", "arm": a, "lr": lr, "seed": s} for a in ("baseline", "cgan")
+            for lr in (1e-4, 2e-4) for s in (0, 1)]
+    got = at_chosen_lrs(recs, {"baseline": 2e-4, "cgan": 1e-4})
+    assert {(r["arm"], r["lr"]) for r in got} == {("baseline", 2e-4), ("cgan", 1e-4)} and len(got) == 4
+
+
+def test_plan_tag_must_match_the_config_budget(monkeypatch):
+    from reprokit.config import ConfigError
+    from reprokit.plan import Group
+
+    monkeypatch.setitem(rp.PLANS, "smoke", Group(name="", lr_grid=(1e-4,), grid_arms=("baseline",),
+                                                  select_by="val_gt_l1", tag="st999"))
+    with pytest.raises(ConfigError, match="st999"):
+        rp.run_reproduce("smoke", out_dir="/nonexistent/never-written")

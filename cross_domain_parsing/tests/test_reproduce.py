@@ -1,0 +1,131 @@
+"""reproduce.py on reprokit.plan: the parser LR grid extends beyond an edge until bracketed (on source-val mIoU),
+the chosen LR flows into every other arm's config (adversarial rates unchanged), resume never recomputes a
+finished record, and the report's LR table. A fake ``run_one`` stands in for training (no training here)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import crossparse.reproduce as rp
+from crossparse.config import TARGETS, Cfg
+from reprokit.claims import STATUSES
+from reprokit.config import ConfigError, load_config
+from reprokit.results import load_results
+from reprokit.runs import read_jsonl
+
+
+def _metrics(v: float, targets=TARGETS) -> dict:
+    m = {"miou": v, "pixel_acc": v, "fg_acc": v, "precision": v, "recall": v, "f1": v, "n_classes": 12}
+    return {"source_val": dict(m), **{f"{t}_test": dict(m) for t in targets}}
+
+
+def _fake(calls: list, peak: float):
+    """source-val mIoU peaks (in log LR) at ``peak``; target mIoU depends on the arm only (fixed LR)."""
+    gain = {"source_only": 0.0, "feature": 0.02, "label": 0.02, "outspace": 0.01, "full": 0.06, "oracle": 0.2,
+            "ft5": 0.03, "ft20": 0.05, "ft50": 0.08}
+
+    def run_one(cfg_path, job, run_dir, overrides):
+        calls.append((job.name, overrides))
+        arm, target = rp.split_arm(job.arm)
+        src = 0.8 - 0.05 * abs(math.log2(job.lr / peak)) + 0.001 * job.seed
+        ev = _metrics(0.5 + gain[arm] + 0.002 * job.seed)
+        ev["source_val"]["miou"] = src
+        return {"run": job.name, "plan_arm": job.arm, "arm": arm, "target": target, "lr": job.lr, "seed": job.seed,
+                "tag": job.tag, "steps": 10, "source_val_miou": src, "metrics": ev, "final_loss": 1.0,
+                "train_seconds": 1.0, "eval_seconds": 0.1, "curve": [{"step": 10, "loss": 1.0}],
+                "eval_curve": [{"step": 10, "source_val": src, **{f"{t}_val": 0.5 for t in TARGETS},
+                                **{f"{t}_test": 0.5 for t in TARGETS}}]}
+    return run_one
+
+
+def _names(calls):
+    return [n for n, _ in calls]
+
+
+def test_arm_names_and_every_arm_in_the_plan():
+    g = rp.PLANS["small"]["group"]
+    assert g.job("full-indoor", 0.001, 1).name == "full-indoor_it1500_lr0.001_s1"
+    assert rp.split_arm("ft20-runway") == ("ft20", "runway") and rp.split_arm("source_only") == ("source_only", None)
+    for bad in ("full", "source_only-indoor", "full-mars", "nope-indoor"):
+        with pytest.raises(ConfigError, match="plan arm"):
+            rp.split_arm(bad)
+    planned = {rp.split_arm(a)[0] for a in (*g.grid_arms, *g.secondary)}
+    assert planned == set(rp.ARMS)
+    assert {rp.split_arm(a)[1] for a in g.secondary} == set(TARGETS)
+    assert g.select_by == "source_val_miou" and g.maximize      # held-out source images, never target labels
+    small = load_config(Cfg, str(rp.MEMBER / "configs" / "small.yaml"), [])
+    assert g.tag == f"it{small.train.steps}"                       # the budget tag names the iteration count
+    assert g.lr_grid == (small.train.lr / 2, small.train.lr, small.train.lr * 2)
+
+
+@pytest.mark.parametrize("peak, tried, chosen, br", [
+    (1e-3, [5e-4, 1e-3, 2e-3], 1e-3, True),                      # bracketed at once: no extension
+    (4e-3, [5e-4, 1e-3, 2e-3, 4e-3, 8e-3], 4e-3, True),         # best at the top edge: extended twice
+    (5e-5, [5e-4, 1e-3, 2e-3, 2.5e-4, 1.25e-4], 1.25e-4, False),  # still at the edge after 2: reported
+])
+def test_grid_extends_until_bracketed(tmp_path, monkeypatch, peak, tried, chosen, br):
+    calls: list = []
+    monkeypatch.setattr(rp, "run_one", _fake(calls, peak))
+    res = load_results(rp.run_reproduce("small", out_dir=str(tmp_path)))
+    grid = [n for n in _names(calls) if n.startswith("source_only") and n.endswith("_s0")]
+    assert grid == [f"source_only_{rp.PLANS['small']['group'].tag}_lr{lr:g}_s0" for lr in tried]
+    plan = res["protocol"]["plan"]
+    assert math.isclose(plan["chosen_lr"], chosen) and plan["bracketed"] is br
+    # 3 seeds of source-only and full x 4 targets, 7 one-seed arms x 4 targets
+    assert len(calls) == len(set(_names(calls))) == len(tried) + 2 + 12 + 28
+    t = res["tables"]["lr_grid"]
+    assert [r[2] for r in t["rows"]].count("yes") == 1 and f"bracketed (best LR strictly inside the LRs tried): " \
+        f"{'yes' if br else 'no'}" in t["caption"]
+    assert sum("(extension)" in r[0] for r in t["rows"]) == len(tried) - 3
+
+
+def test_chosen_lr_flows_into_every_arm(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(rp, "run_one", _fake(calls, 2e-3 * 1.2))   # best of the grid: 2e-3 (interior after 1 ext.)
+    res = load_results(rp.run_reproduce("small", out_dir=str(tmp_path)))
+    lr = res["protocol"]["plan"]["chosen_lr"]
+    assert math.isclose(lr, 2e-3) and res["protocol"]["parser_lr"] == lr
+    cfg_path = str(rp.MEMBER / "configs" / "small.yaml")
+    base = load_config(Cfg, cfg_path, [])
+    for name, ov in calls:
+        if name.startswith("source_only") and name.endswith("_s0"):
+            continue                                                  # the grid itself
+        cfg = load_config(Cfg, cfg_path, ov)
+        assert math.isclose(cfg.train.lr, lr), name
+        for k in ("c_lr", "df_lr", "adv_lr", "dl_lr"):                # adversarial rates: the config's, unscaled
+            assert getattr(cfg.adapt, k) == getattr(base.adapt, k), (name, k)
+        if cfg.adapt.finetune_n:                                      # from source-only seed 0 *at the chosen LR*
+            assert Path(cfg.train.init_from).name == f"source_only_{rp.PLANS['small']['group'].tag}_lr{lr:g}_s0" and cfg.train.steps == 300
+        else:
+            assert cfg.train.steps == base.train.steps
+    # tables and claims use the chosen LR only; the other grid runs appear in the LR table alone
+    assert all(r["lr"] == lr for r in rp.main_records(read_jsonl(tmp_path / "runs.jsonl"), lr))
+    assert res["tables"]["source_val"]["rows"][0][1] == 3         # source-only: its 3 seeds at the chosen LR
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    assert res["tables"]["indoor"]["rows"][0][1] == 3 and "parser lr 0.002" in res["tables"]["indoor"]["caption"]
+
+
+def test_resume_never_recomputes_a_finished_record(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(rp, "run_one", _fake(calls, 1e-3))
+    rp.run_reproduce("small", out_dir=str(tmp_path))
+    recs = read_jsonl(tmp_path / "runs.jsonl")
+    first = _names(calls)
+    keep = {r["run"] for r in recs[:7]}                               # interrupted after 7 runs
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["run"] in keep))
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(tmp_path))
+    assert sorted(_names(calls)) == sorted(set(first) - keep)         # the same set, only the missing runs
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(tmp_path))                  # complete: only the report is rebuilt
+    assert calls == [] and len(read_jsonl(tmp_path / "runs.jsonl")) == len(first)
+
+
+def test_smoke_plan_is_small():
+    from reprokit.plan import planned_jobs
+
+    g = rp.PLANS["smoke"]["group"]
+    recs = [{"run": j.name, "lr": j.lr, "source_val_miou": 0.5} for j in planned_jobs([g], [])]
+    assert len(planned_jobs([g], recs)) == 7      # 2 grid LRs, source-only s1, full x2 seeds, oracle, ft5
