@@ -25,12 +25,18 @@ def g_count(K: int, h: int, blocks: int, skip: bool = True, cin: bool = True) ->
     return inp + down + res + up + 7 * 7 * (h + (3 if skip else 0)) * 3
 
 
-def d_count(in_ch: int, h: int, n: int) -> int:
+def d_count(in_ch: int, h: int, n: int, proj_codes: int = 0, cls: tuple[int, int] | None = None) -> int:
+    """concat: ``in_ch`` counts the code channels, 3x3 head without bias. projection (``proj_codes`` > 0):
+    images only, 3x3 head with bias, a (codes, C) table, and for D_age a (K, C, s, s) classifier conv
+    (``cls`` = (K, s))."""
     total, c_in, c = 0, in_ch, h
     for _ in range(n):
         total += 4 * 4 * c_in * c + c
         c_in, c = c, 2 * c
-    return total + 3 * 3 * c_in
+    if not proj_codes:
+        return total + 3 * 3 * c_in
+    total += 3 * 3 * c_in + 1 + proj_codes * c_in
+    return total + (cls[0] * c_in * cls[1] ** 2 if cls else 0)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -53,11 +59,26 @@ def test_paper_configs_build_with_hand_counts(path):
     assert len(group_bounds(cfg)) == K
 
 
+def test_small_config_projection_critics_hand_counts():
+    cfg = load_config(Cfg, str(CONFIGS[0].parent / "small.yaml"), [])
+    m = cfg.model
+    assert m.d_cond == "projection" and cfg.gan.lambda_cls == 1.0 and cfg.gan.lambda_id == 10.0
+    K, s = m.num_groups, m.image_size // 2 ** m.d_depth
+    Da, Dt = AgeDiscriminator(cfg), TransitionDiscriminator(cfg)
+    assert param_count(Da) == d_count(3, m.hidden, m.d_depth, proj_codes=K, cls=(K, s))
+    assert param_count(Dt) == d_count(6, m.hidden, m.d_depth, proj_codes=K - 1)
+    assert param_count(Generator(cfg)) == g_count(K, m.hidden, m.depth, m.input_skip, m.age_cin)
+
+
 def test_presets_and_bad_values():
     assert [b[0] for b in GROUP_PRESETS["five"]] == [11, 21, 31, 41, 51]
     assert [b[1] for b in GROUP_PRESETS["seven"]][:6] == [10, 18, 30, 40, 50, 60]
     with pytest.raises(ConfigError, match="image_size"):
         load_config(Cfg, None, ["model.image_size=100"])
+    with pytest.raises(ConfigError, match="d_cond=projection"):
+        load_config(Cfg, None, ["gan.lambda_cls=1.0"])
+    with pytest.raises(ConfigError, match="lambda_cls"):
+        load_config(Cfg, None, ["gan.lambda_cls=-1.0", "model.d_cond=projection"])
     with pytest.raises(ConfigError, match="keep_last"):
         load_config(Cfg, None, ["train.keep_last=1"])
     with pytest.raises(ConfigError, match="model.num_groups=5"):

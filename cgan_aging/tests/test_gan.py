@@ -1,5 +1,6 @@
 """The real/fake assignment of both discriminators and the generator's targets (gan.py docstring),
-checked with recording critics; the switches (negatives, wrong-group, lambda_t, lambda_id)."""
+checked with recording critics; the switches (negatives, wrong-group, lambda_t, lambda_id, lambda_cls,
+model.d_cond)."""
 
 import pytest
 import torch
@@ -34,6 +35,24 @@ class TagG(torch.nn.Module):
 
     def forward(self, x, y):
         return x + 100 + y[:, None, None, None].float()
+
+
+class ClsRecorder(Recorder):
+    """A recording critic with a classifier head: logits say group 0 (so CE is known exactly)."""
+
+    def __init__(self, K=3):
+        super().__init__()
+        self.K, self.cls_calls = K, []
+
+    def classify(self, x):
+        self.cls_calls.append(x)
+        return self.p + torch.tensor([[10.0] + [0.0] * (self.K - 1)]).expand(x.shape[0], -1)
+
+
+def _ce_to(groups, K=3):
+    """CE of logits (10, 0, ..., 0) against ``groups``."""
+    logits = torch.tensor([[10.0] + [0.0] * (K - 1)]).expand(len(groups), -1)
+    return torch.nn.functional.cross_entropy(logits, groups).item()
 
 
 def _batch(neg=True):
@@ -124,3 +143,49 @@ def test_real_networks_shapes_and_wgan():
     total, parts = d_loss(G, Da, Dt, cfg, b)
     total.backward()
     assert all(p.grad is not None for p in Dt.parameters())
+
+
+def test_classifier_terms_real_faces_in_d_target_group_in_g():
+    cfg = _cfg("model.d_cond=projection", "gan.lambda_cls=2.0", "gan.lambda_t=0.0")
+    b = _batch()
+    b.y, b.y_t = torch.tensor([0, 1]), torch.tensor([2, 2])
+    Da, Dt = ClsRecorder(), Recorder()
+    total, parts = d_loss(TagG(), Da, Dt, cfg, b)
+    (xc,) = Da.cls_calls
+    assert torch.equal(xc, b.x)                                                    # D: real faces only...
+    assert parts["d_cls"].item() == pytest.approx(_ce_to(b.y))                     # ...with their own group
+    assert total.item() == pytest.approx(parts["d_age"].item() + 2.0 * parts["d_cls"].item())
+    Da = ClsRecorder()
+    total, parts = g_loss(TagG(), Da, Dt, cfg, b)
+    (xg,) = Da.cls_calls
+    assert torch.equal(xg, b.x + 100 + b.y_t[:, None, None, None])               # G: its output at y_t...
+    assert parts["g_cls"].item() == pytest.approx(_ce_to(b.y_t))                   # ...scored against y_t
+    assert parts["g_cls"].item() != pytest.approx(_ce_to(b.y))
+    assert total.item() == pytest.approx(parts["g_age"].item() + 2.0 * parts["g_cls"].item())
+    Da = ClsRecorder()
+    _, parts = d_loss(TagG(), Da, Dt, _cfg("model.d_cond=projection"), b)        # lambda_cls = 0: no term
+    assert not Da.cls_calls and "d_cls" not in parts
+
+
+def test_projection_critics_see_only_images_and_depend_on_the_code():
+    cfg = _cfg("model.d_cond=projection")
+    torch.manual_seed(0)
+    Da, Dt = AgeDiscriminator(cfg), TransitionDiscriminator(cfg)
+    assert Da.trunk[0].in_channels == 3 and Dt.trunk[0].in_channels == 6         # no tiled code
+    assert Dt.cls is None and Da.classify(torch.zeros(2, 3, 8, 8)).shape == (2, 3)
+    x = torch.randn(2, 3, 8, 8)
+    y0, y1 = torch.tensor([0, 0]), torch.tensor([1, 1])
+    assert torch.equal(Da(x, y0), Da(x, y1))                                       # zero-init table: unconditional
+    with torch.no_grad():
+        Da.emb.weight.normal_()
+        Dt.emb.weight.normal_()
+    assert Da(x, y0).shape == (2, 1, 2, 2) and not torch.allclose(Da(x, y0), Da(x, y1))
+    xb = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(Dt(x, xb, y0), Dt(x, xb, y1))
+    f = Da.trunk(x)                                                                # head(f) + <E[y], f> per patch
+    want = Da.head(f) + (Da.emb.weight[1][None, :, None, None] * f).sum(1, keepdim=True)
+    assert torch.allclose(Da(x, y1), want)
+    cat = AgeDiscriminator(_cfg())
+    assert cat.trunk[0].in_channels == 3 + 3 and cat.emb is None
+    with pytest.raises(ValueError, match="projection"):
+        cat.classify(x)

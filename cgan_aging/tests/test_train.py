@@ -44,7 +44,8 @@ def test_smoke_train_returns_final_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("arm", [["gan.lambda_t=0.0"], ["gan.lambda_t=1.0"],
-                                 ["gan.loss=wgan-gp", "gan.lambda_id=1.0", "model.age_cin=false"]])
+                                 ["gan.loss=wgan-gp", "gan.lambda_id=1.0", "model.age_cin=false",
+                                  "model.d_cond=concat", "gan.lambda_cls=0.0"]])
 def test_resume_is_exact(tmp_path, arm):
     """4 steps straight == 2 steps + resume + 2 steps: every logged loss and every weight."""
     ov = [*arm, "train.ckpt_every=2"]

@@ -34,6 +34,9 @@ class ModelCfg:
     age_cin: bool = True             # age-conditional IN affine in every G layer (CODE_X style, *inferred*; on
                                      # by default after the conditioning pilot, README "Method")
     impl: Literal["auto", "triton", "torch"] = "auto"   # G's fused age-map + IN + affine + act (+ skip)
+    d_cond: Literal["concat", "projection"] = "concat"  # how D_age / D_trans see the code: tiled one-hot stacked
+                                     # on the image (the notes' reading, *inferred*) or a per-code projection of
+                                     # D's features (ours; CODE_X / projection D; small.yaml, README "Known problem")
 
 
 @dataclass
@@ -57,7 +60,11 @@ class GanCfg:
     lambda_t: float = 1.0            # weight of the transition-pattern term in L_G (0 = age-only cGAN)
     trans_negatives: bool = True     # D_trans: adjacent-group pairs of two different people are fake
     age_wrong_negatives: bool = True # D_age: real face + wrong group is fake (matching-aware)
-    lambda_id: float = 0.0           # optional pixel identity term |G(x, y_x) - x|_1 (off by default)
+    lambda_id: float = 0.0           # optional pixel identity term |G(x, y_x) - x|_1 (off by default; 10 in
+                                     # small.yaml: CODE_X's reconstruction weight, ours)
+    lambda_cls: float = 0.0          # age-classifier head on D_age: CE on real faces in L_D and on G(x, y_t) at
+                                     # y_t in L_G (StarGAN / CODE_X practice, ours; 1 in small.yaml); needs
+                                     # model.d_cond=projection
     lambda_gp: float = 10.0          # wgan-gp only
     pair_batch: int = 0              # pairs per step (0 = train.batch_size // 2)
 
@@ -114,6 +121,11 @@ class Cfg:
         if m.image_size % (2 ** m.d_depth) or m.image_size % 4:
             raise ConfigError(f"model.image_size={m.image_size} is not divisible by 2**model.d_depth="
                               f"{2 ** m.d_depth} (D's stride-2 convs) and by 4 (G's two downsamplings)")
+        if self.gan.lambda_cls < 0 or self.gan.lambda_id < 0:
+            raise ConfigError(f"gan.lambda_cls={self.gan.lambda_cls}, gan.lambda_id={self.gan.lambda_id}: must be >= 0")
+        if self.gan.lambda_cls > 0 and m.d_cond != "projection":
+            raise ConfigError(f"gan.lambda_cls={self.gan.lambda_cls} needs model.d_cond=projection (got "
+                              f"{m.d_cond!r}: the concat critic's trunk is given the group it would classify)")
         if self.train.keep_last < 2:
             raise ConfigError(f"train.keep_last={self.train.keep_last}: must be >= 2 (a corrupt newest checkpoint "
                               "needs a fallback)")

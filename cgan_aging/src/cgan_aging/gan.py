@@ -10,8 +10,11 @@ Generator (eq. L_G):
     L_G = L_adv(D_age(G(x, y_t), y_t) -> real)
         + lambda_t [L_adv(D_trans(x_a, G(x_a, y_a+1)) -> real) + L_adv(D_trans(G(x_b, y_a), x_b) -> real)] / 2
         + lambda_id |G(x, y_x) - x|_1                                                   (optional, off)
+        + lambda_cls CE(D_age.classify(G(x, y_t)), y_t)                     (optional, off; the target group)
 Discriminators: L_D = L_adv(real -> real) + mean over the fake terms of L_adv(fake -> fake)
-(+ lambda_gp GP for wgan-gp). L_adv: lsgan (squared error to 1 / 0, ours by default), vanilla
+(+ lambda_gp GP for wgan-gp) (+ lambda_cls CE(D_age.classify(x), y_x) on real faces only, D_age).
+The classifier terms (``gan.lambda_cls``, StarGAN / CODE_X practice, ours) need ``model.d_cond=projection``.
+L_adv: lsgan (squared error to 1 / 0, ours by default), vanilla
 (BCE with logits) or wgan-gp (-D on reals, +D on fakes).
 """
 
@@ -94,6 +97,9 @@ def d_loss(G, D_age, D_trans, cfg: Cfg, b: Batch) -> tuple[torch.Tensor, dict]:
     la = d_objective(D_age, terms, g.loss, g.lambda_gp, b.alpha[: len(b.x)] if b.alpha is not None else None)
     parts = {"d_age": la}
     total = la
+    if g.lambda_cls > 0:
+        parts["d_cls"] = F.cross_entropy(D_age.classify(b.x), b.y)             # real faces, their own group
+        total = total + g.lambda_cls * parts["d_cls"]
     if g.lambda_t > 0 and b.x_a is not None:
         with torch.no_grad():
             aged, rejuv = G(b.x_a, b.y_a + 1), G(b.x_b, b.y_a)
@@ -110,6 +116,9 @@ def g_loss(G, D_age, D_trans, cfg: Cfg, b: Batch) -> tuple[torch.Tensor, dict]:
     fake_t = G(b.x, b.y_t)
     parts = {"g_age": adv_loss(D_age(fake_t, b.y_t), True, g.loss)}
     total = parts["g_age"]
+    if g.lambda_cls > 0:
+        parts["g_cls"] = F.cross_entropy(D_age.classify(fake_t), b.y_t)        # G's output, the target group
+        total = total + g.lambda_cls * parts["g_cls"]
     if g.lambda_t > 0 and b.x_a is not None:
         aged, rejuv = G(b.x_a, b.y_a + 1), G(b.x_b, b.y_a)
         lt = 0.5 * (adv_loss(D_trans(b.x_a, aged, b.y_a), True, g.loss)

@@ -25,6 +25,9 @@ code) or as conv(h) + M[y] fused into the IN kernel (``impl=triton``); both are 
 D_age(x, y) = PatchGAN([x, T(e_y)]) (eq. D_age); D_trans(x_a, x_b, y_a) = PatchGAN([x_a, x_b,
 T(e'_{y_a})]) with e' the one-hot of the transition y_a -> y_a + 1 over K - 1 transitions (eq. D_t).
 PatchGAN: ``d_depth`` x (4x4 stride-2 conv with bias, LeakyReLU 0.2), width doubling, 3x3 conv -> 1.
+That is ``model.d_cond=concat``; ``model.d_cond=projection`` (ours, README "Known problem") feeds the
+critics the images only and projects their features on a per-code embedding (PatchCritic), and gives
+D_age an age-classifier head (``gan.lambda_cls``).
 """
 
 from __future__ import annotations
@@ -115,34 +118,61 @@ class Generator(nn.Module):
 
 
 class PatchCritic(nn.Module):
-    """PatchGAN on [images..., T(code)]: (B, 1, S/2^n, S/2^n)."""
+    """PatchGAN critic of ``in_ch`` image channels with a group/transition code of ``n_codes`` values,
+    conditioned as ``model.d_cond`` says: (B, 1, S/2^n, S/2^n).
 
-    def __init__(self, in_ch: int, n_codes: int, cfg: Cfg):
+    * ``concat`` (eq. D_age / D_t as the notes read them, *inferred*): the tiled one-hot code is stacked
+      onto the image(s), ``head(trunk([imgs, T(code)]))`` (3x3 head, no bias).
+    * ``projection`` (ours, after the diagnosis in the README; the authors' later CODE_X prototype and the
+      projection discriminator): the trunk sees only the image(s) and the code enters through a per-code
+      projection of its features at every patch, ``head(f) + <E[code], f>`` with f = trunk(imgs)
+      (B, C, s, s) and E a (n_codes, C) table (zero init, so D starts unconditional); 3x3 head with bias.
+      With ``classifier=True`` (D_age) it also carries an age-classifier head on the same features,
+      ``classify(x)`` -> (B, K) logits (a conv over the whole s x s map, no bias; ``gan.lambda_cls``).
+    """
+
+    def __init__(self, in_ch: int, n_codes: int, cfg: Cfg, classifier: bool = False):
         super().__init__()
         m = cfg.model
-        self.n_codes = n_codes
-        layers, c_in, c = [], in_ch + n_codes, m.hidden
+        self.n_codes, self.cond = n_codes, m.d_cond
+        proj = m.d_cond == "projection"
+        layers, c_in, c = [], in_ch + (0 if proj else n_codes), m.hidden
         for _ in range(m.d_depth):
             layers += [nn.Conv2d(c_in, c, 4, 2, 1), nn.LeakyReLU(0.2)]
             c_in, c = c, c * 2
         self.trunk = nn.Sequential(*layers)
-        self.head = nn.Conv2d(c_in, 1, 3, 1, 1, bias=False)
+        self.head = nn.Conv2d(c_in, 1, 3, 1, 1, bias=proj)
+        self.emb = nn.Embedding(n_codes, c_in) if proj else None          # (n_codes, C) projection table
+        if self.emb is not None:
+            nn.init.zeros_(self.emb.weight)
+        s = m.image_size // 2 ** m.d_depth
+        self.cls = nn.Conv2d(c_in, m.num_groups, s, 1, 0, bias=False) if proj and classifier else None
 
     def forward(self, *images_and_code) -> torch.Tensor:
         *imgs, code = images_and_code
-        s = imgs[0].shape[-1]
-        return self.head(self.trunk(torch.cat([*imgs, tile(code, self.n_codes, s)], 1)))
+        if self.emb is None:
+            s = imgs[0].shape[-1]
+            return self.head(self.trunk(torch.cat([*imgs, tile(code, self.n_codes, s)], 1)))
+        f = self.trunk(torch.cat(imgs, 1) if len(imgs) > 1 else imgs[0])                # (B, C, s, s)
+        return self.head(f) + (self.emb(code)[:, :, None, None] * f).sum(1, keepdim=True)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Age-group logits of faces x (B, 3, S, S) -> (B, K) (projection D_age only)."""
+        if self.cls is None:
+            raise ValueError("classify needs model.d_cond=projection on D_age (gan.lambda_cls > 0)")
+        return self.cls(self.trunk(x)).flatten(1)
 
 
 class AgeDiscriminator(PatchCritic):
-    """D_age(x, y): is x a real face of group y?"""
+    """D_age(x, y): is x a real face of group y? (+ ``classify`` under ``model.d_cond=projection``)"""
 
     def __init__(self, cfg: Cfg):
-        super().__init__(3, cfg.model.num_groups, cfg)
+        super().__init__(3, cfg.model.num_groups, cfg, classifier=True)
 
 
 class TransitionDiscriminator(PatchCritic):
-    """D_trans(x_a, x_b, y_a): is (x_a in group y_a, x_b in y_a + 1) a real transition of one person?"""
+    """D_trans(x_a, x_b, y_a): is (x_a in group y_a, x_b in y_a + 1) a real transition of one person?
+    ``model.d_cond`` applies here too (the code is the transition index y_a over K - 1 transitions)."""
 
     def __init__(self, cfg: Cfg):
         super().__init__(6, cfg.model.num_groups - 1, cfg)

@@ -20,7 +20,7 @@ Each run is trained (``train.train``), reloaded from its own folder (``train.loa
 with the frozen evaluators (trained once, cached under ``<runs>/evaluators/``): test metrics on the test
 identities (``evaluate.evaluate``) and the selection metrics on the validation identities
 (``evaluate.validate``). Its record (run name carrying every varying key and the step budget, e.g.
-``cgan_st4000_lr0.0002_s1``; arm, lr, seed, metrics, training curve) is appended to ``runs.jsonl`` as soon
+``cgan_st3000_lr0.0002_s1``; arm, lr, seed, metrics, training curve) is appended to ``runs.jsonl`` as soon
 as it finishes; a record already there is never recomputed, so an interrupted reproduction resumes with the
 missing runs. ``smoke`` writes only to ``runs/smoke/`` and starts from scratch; ``small`` writes
 results/small/ (results.json, runs.jsonl, curves and grids) and the run folders to runs/small/<run>/.
@@ -55,7 +55,7 @@ PLANS = {
     # sized in configs/small.yaml and the README ("The small reproduction"): 11 runs, at most 13
     "small": Group(name="", lr_grid=(1e-4, 2e-4, 4e-4), grid_arms=("baseline", "cgan"), select_by=SELECT_BY,
                    seeds=(0, 1, 2), seed_arms=("baseline", "cgan"), secondary={"cgan_noneg": "cgan"},
-                   max_extensions=1, tag="st4000"),
+                   max_extensions=1, tag="st3000"),
 }
 
 
