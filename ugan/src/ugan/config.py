@@ -43,6 +43,7 @@ class DataCfg:
     flip: bool = True                # random horizontal flip (StarGAN)
     num_train: int = 2000            # ProcFace identities for training (one render each)
     num_test: int = 400              # ProcFace test identities (disjoint; evaluation + counterfactuals)
+    num_val: int = 200               # ProcFace validation identities (disjoint; LR selection only, never claims)
     seed: int = 1234                 # ProcFace world seed (identities, marks); not the training seed
     mark_strength: float = 1.0       # contrast of the source-only marks
 

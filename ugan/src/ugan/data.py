@@ -54,8 +54,16 @@ def _one_hot(dom: np.ndarray, K: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.as_tensor(dom, dtype=torch.int64), K).float()
 
 
+PROCFACE_SPLITS = ("train", "val", "test")
+
+
 def procface_split(cfg: Cfg, split: str) -> dict:
-    n = cfg.data.num_train if split == "train" else cfg.data.num_test
+    """``train`` (the translator's data), ``val`` (``data.num_val`` identities: the LR is chosen on them) or
+    ``test`` (``data.num_test`` identities: every reported metric and claim); three keyed streams of
+    ``data.seed``, so the identities are disjoint."""
+    if split not in PROCFACE_SPLITS:
+        raise ValueError(f"unknown ProcFace split {split!r}; valid: {', '.join(PROCFACE_SPLITS)}")
+    n = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}[split]
     return pf.make_split(n, cfg.model.num_domains, cfg.model.image_size, cfg.data.seed, split,
                          cfg.data.mark_strength)
 

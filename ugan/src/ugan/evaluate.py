@@ -18,6 +18,9 @@ Metrics of the translations of ``eval.max_images`` test sources into every other
 * ``target_acc``; ``cf_l1``: L1 to the counterfactual render (same identity, target domain, no
   marks) outside the source's mark region; ``fid`` / ``kid``: mean over target domains of FID*/KID*
   between translations and real test renders of that domain; ``cycle_l1``: |x - G(G(x,c_t),c_s)|.
+
+LR selection (``validate``) uses the separate *validation* identities (``data.num_val``, disjoint from
+training and test): ``val_cf_l1`` (the selection metric) and ``val_target_acc``; no claim reads them.
 """
 
 from __future__ import annotations
@@ -70,11 +73,12 @@ def _batched(fn, x: torch.Tensor, bs: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
 
-def translations(run, cfg: Cfg) -> dict:
-    """Every test source (up to eval.max_images) translated into every other domain."""
+def translations(run, cfg: Cfg, split: str = "test") -> dict:
+    """Every source of ``split`` (``test``: up to eval.max_images; ``val``: all data.num_val) translated
+    into every other domain."""
     K = cfg.model.num_domains
-    s = procface_split(cfg, "test")
-    n = min(cfg.eval.max_images, len(s["domain"]))
+    s = procface_split(cfg, split)
+    n = len(s["domain"]) if split == "val" else min(cfg.eval.max_images, len(s["domain"]))
     x = torch.from_numpy(s["images"][:n])
     dom = torch.from_numpy(s["domain"][:n])
     _, mask = pf.render(s["z"][:n], s["domain"][:n], K, cfg.model.image_size, marks=True,
@@ -143,6 +147,21 @@ def evaluate(run, cfg: Cfg, grid_path=None, evaluators: dict | None = None) -> d
         save_grid(run, cfg, grid_path)
     return res
 
+
+
+@torch.no_grad()
+def validate(run, cfg: Cfg, evaluators: dict | None = None) -> dict:
+    """The LR-selection metrics on the ``data.num_val`` *validation* identities (never read by a claim):
+    ``val_cf_l1`` (the selection metric, lower is better): L1 of every translation to its counterfactual
+    render (same identity, target domain) outside the source's mark region -- it needs the right domain
+    *and* the identity kept, and it neither rewards nor penalises the source marks the trace claims are
+    about; ``val_target_acc`` (frozen domain classifier) is reported beside it."""
+    ev = evaluators or train_evaluators(cfg)
+    t = translations(run, cfg, "val")
+    keep = (1 - t["mask"])[:, None]                                       # (M, 1, S, S) outside source marks
+    cf_l1 = float(((t["fake"] - t["cf"]).abs() * keep).sum() / (keep.sum() * 3))
+    acc = float((_batched(ev["domain"], t["fake"], cfg.eval.batch_size).argmax(1) == t["tgt"]).float().mean())
+    return {"val_cf_l1": cf_l1, "val_target_acc": acc, "n_val_sources": t["n"]}
 
 
 def save_grid(run, cfg: Cfg, path) -> None:

@@ -10,6 +10,10 @@ Claims (paired per-seed improvements against the seed noise):
 2. mark retention: the same order;
 3. UGAN v2 target accuracy within 2 points of StarGAN or better (not worse, margin 0.02).
 FID*/KID* (non-standard features) and cycle L1 are reported, not claimed.
+
+Each arm is reported (and compared) at its own chosen LR (``plan["chosen_lrs"]``: StarGAN and UGAN v2
+from their grids on the validation identities, UGAN v1 at UGAN v2's); the LR table lists every LR tried
+by a grid arm (seed 0) with the selection metric, the chosen LR and whether it is bracketed.
 """
 
 from __future__ import annotations
@@ -84,23 +88,59 @@ def _claims(recs: list[dict], floors: list[dict]) -> list[dict]:
     return out
 
 
-def write_report(scale: str, out: Path, runs_dir: Path, recs: list[dict], base: Cfg, wall_time_s: float,
-                 render: bool) -> Path:
+def at_chosen_lrs(recs: list[dict], lrs: dict[str, float]) -> list[dict]:
+    """The records of each arm at its chosen LR (the runs every table row, floor and claim reads)."""
+    return [r for r in recs if r["arm"] in lrs and math.isclose(float(r["lr"]), lrs[r["arm"]])]
+
+
+def lr_table(all_recs: list[dict], plan: dict) -> dict:
+    """Every LR tried by a grid arm (seed 0): the selection metric on the validation identities (and the
+    validation target accuracy), the chosen LR marked, bracketed yes/no per arm."""
+    sel, arms, lrs = plan["select_by"], plan["grid_arms"], plan.get("chosen_lrs", {})
+    seed0 = {(r["arm"], float(r["lr"])): r for r in all_recs if int(r["seed"]) == 0 and r["arm"] in arms}
+    rows = []
+    for lr in sorted({lr for _, lr in seed0}):
+        row = [f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in plan["lr_grid"]) else " (extension)")]
+        for a in arms:
+            r = seed0.get((a, lr))
+            if r is None or not _finite(r.get(sel)):
+                row.append("—")
+                continue
+            acc = f" (acc. {r['val_target_acc']:.3f})" if _finite(r.get("val_target_acc")) else ""
+            row.append(f"{r[sel]:.4f}{acc}" + (" ◀ chosen" if a in lrs and math.isclose(lr, lrs[a]) else ""))
+        rows.append(row)
+    br = plan.get("bracketed", {})
+    return {"columns": ["lr (G and D)", *[f"{TITLES[a]}: {sel}" for a in arms]], "rows": rows,
+            "caption": f"seed 0; {sel} (L1 to the counterfactual render outside the source marks, lower is better) "
+                       "and target accuracy on the validation identities (never the test identities of the "
+                       "claims); bracketed (best LR strictly inside the LRs tried): " + ", ".join(
+                           f"{a} {'yes' if br.get(a) else 'no' if br.get(a) is False else 'n/a'}" for a in arms)}
+
+
+def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
+                 wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
+    """results.json (+ grids) in ``out`` from the records of the plan's runs (``all_recs``: the LR grid
+    too); every arm at its chosen LR. The README is re-rendered when ``render``."""
+    lrs = plan.get("chosen_lrs", {})
+    recs = at_chosen_lrs(all_recs, lrs)
     arms_present = [a for a in TITLES if any(r["arm"] == a for r in recs)]
     rows = []
     summary = {}
     for a in arms_present:
         rs = [r for r in recs if r["arm"] == a]
-        summary[a] = {m: [r.get(m) for r in rs] for m in METRICS}
-        rows.append([TITLES[a], len(rs), *(_ms(summary[a][m]) for m in METRICS)])
+        summary[a] = {"lr": lrs[a], "seeds": sorted(int(r["seed"]) for r in rs),
+                      **{m: [r.get(m) for r in rs] for m in METRICS}}
+        rows.append([TITLES[a], f"{lrs[a]:g}", len(rs), *(_ms(summary[a][m]) for m in METRICS)])
     chance = recs[0]["tracer_chance"] if recs else None
     floors = _floors(recs)
     claims = _claims(recs, floors)
-    tables = {"main": {"columns": ["arm", "seeds", "tracer acc.", "mark retention", "target acc.",
+    tables = {"main": {"columns": ["arm", "lr", "seeds", "tracer acc.", "mark retention", "target acc.",
                                    "L1 to counterfactual", "FID*", "KID*", "cycle L1"],
                        "rows": rows,
                        "caption": f"ProcFace, mean ± std over seeds; tracer chance {chance}; FID*/KID* use the "
-                                  "frozen domain classifier's features (non-standard)"}}
+                                  "frozen domain classifier's features (non-standard); test identities; each "
+                                  "arm at its chosen LR"},
+              "lr_grid": lr_table(all_recs, plan)}
     for r in recs:   # grid figures next to results (small only: committed)
         g = runs_dir / r["run"] / "grid.png"
         if g.is_file() and out != runs_dir:
@@ -108,7 +148,11 @@ def write_report(scale: str, out: Path, runs_dir: Path, recs: list[dict], base: 
     path = out / "results.json"
     write_results(path, paper="ugan", scale=scale, arms=summary, tables=tables, claims=claims, floors=floors,
                   protocol={"arms": list(arms_present), "steps": base.train.steps, "image_size": base.model.image_size,
-                            "tracer_margin_over_chance": TRACER_MARGIN, "target_floor": TARGET_FLOOR},
+                            "plan": {k: v for k, v in plan.items() if k != "runs"}, "planned_runs": plan.get("runs"),
+                            "selection": "LR chosen on val_cf_l1 of the validation identities (data.num_val); "
+                                         "every reported metric and claim on the test identities",
+                            "tracer_margin_over_chance": TRACER_MARGIN, "target_floor": TARGET_FLOOR,
+                            "run_seconds_before_resume": prior_run_seconds},
                   config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s)
     if render:
         render_readme(MEMBER, write=True)

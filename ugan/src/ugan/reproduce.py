@@ -1,27 +1,41 @@
 """``ugan reproduce --scale smoke|small``: the plan (which runs) and its execution.
 
-Arms (notes §6.2): ``stargan`` (lambda_tr = 0), ``ugan_v1`` (trace head, G variant A "untranslated",
-lambda_tr = 1), ``ugan_v2`` (v1 + pixel target prototype, the main UGAN arm). The plan is fixed by
-the scale (no grid, so resuming never changes the set of runs): ``small`` trains 3 seeds of StarGAN
-and of UGAN v2 and 3 of UGAN v1 as well (paired comparisons need common seeds).
+Arms (notes §6.2): ``stargan`` (lambda_tr = 0, the baseline), ``ugan_v1`` (trace head, G variant A
+"untranslated", lambda_tr = 1) and ``ugan_v2`` (v1 + pixel target prototype, the main UGAN arm).
+
+The plan (``reprokit.plan``; conventions "A judgeable small reproduction"), a pure function of the scale
+and the finished records:
+
+1. an LR grid for StarGAN and for UGAN v2 (seed 0), extended beyond an edge while the best LR on the
+   *validation* identities (``val_cf_l1``: L1 of the validation translations to their counterfactual
+   renders outside the source marks, lower is better; never the test identities the claims are judged on)
+   sits at an edge, at most ``max_extensions`` times. One grid value sets both learning rates (``train.lr``
+   of G and ``train.d_lr`` of D): they are scaled together, at the base config's ratio of 1;
+2. seeds 1 and 2 of StarGAN and of UGAN v2 at their chosen LRs (paired by seed: the same data order and
+   initial weights per seed);
+3. ``ugan_v1`` at UGAN v2's chosen LR with all three seeds (it enters claims 1 and 2: "v1 vs StarGAN",
+   "v2 vs v1" are paired comparisons).
 
 Each run is trained (``train.train``), reloaded from its own folder (``train.load_run``) and evaluated
-with frozen evaluators (trained once per process from ``eval.seed``); its record (run name
-``<arm>_s<seed>``, arm, seed, metrics, training curve) is appended to ``runs.jsonl`` as soon as it
-finishes; a record already there is never recomputed. ``smoke`` writes only to ``runs/smoke/`` and
-starts from scratch; ``small`` writes results/small/ (results.json, runs.jsonl, grid figures) and the
-run folders to runs/small/<run>/.
+with frozen evaluators (trained once per process from ``eval.seed``): test metrics on the test
+identities (``evaluate.evaluate``) and the selection metrics on the validation identities
+(``evaluate.validate``). Its record (run name carrying every varying key and the step budget, e.g.
+``ugan_v2_st2000_lr0.0001_s1``; arm, lr, seed, metrics, training curve) is appended to ``runs.jsonl`` as
+soon as it finishes; a record already there is never recomputed, so an interrupted reproduction resumes
+with the missing runs. ``smoke`` writes only to ``runs/smoke/`` and starts from scratch; ``small`` writes
+results/small/ (results.json, runs.jsonl, grid figures) and the run folders to runs/small/<run>/.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from reprokit.config import load_config
+from reprokit.config import ConfigError, load_config
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -33,41 +47,37 @@ ARMS: dict[str, list[str]] = {
     "ugan_v1": ["ugan.lambda_tr=1.0", "ugan.prototype=none", "ugan.g_variant=untranslated"],
     "ugan_v2": ["ugan.lambda_tr=1.0", "ugan.prototype=pixel", "ugan.g_variant=untranslated"],
 }
+SELECT_BY = "val_cf_l1"
 PLANS = {
-    "smoke": {"seeds": {"stargan": [0], "ugan_v1": [0], "ugan_v2": [0]}},
-    "small": {"seeds": {"stargan": [0, 1, 2], "ugan_v1": [0, 1, 2], "ugan_v2": [0, 1, 2]}},
+    # plumbing only: a 2-point grid without extensions, one seed, UGAN v1 at UGAN v2's LR (5 runs)
+    "smoke": Group(name="", lr_grid=(1e-4, 2e-4), grid_arms=("stargan", "ugan_v2"), select_by=SELECT_BY,
+                   seeds=(0,), seed_arms=("stargan", "ugan_v2", "ugan_v1"), secondary={"ugan_v1": "ugan_v2"},
+                   max_extensions=0, tag="st6"),
+    # sized in configs/small.yaml and the README ("The small reproduction"): 13 runs, at most 15.
+    # Grid around the base rate 1e-4 (StarGAN's): x0.5, x1, x2.
+    "small": Group(name="", lr_grid=(5e-5, 1e-4, 2e-4), grid_arms=("stargan", "ugan_v2"), select_by=SELECT_BY,
+                   seeds=(0, 1, 2), seed_arms=("stargan", "ugan_v2", "ugan_v1"), secondary={"ugan_v1": "ugan_v2"},
+                   max_extensions=1, tag="st2000"),
 }
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    arm: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.arm}_s{self.seed}"
-
-    def overrides(self) -> list[str]:
-        return [*ARMS[self.arm], f"train.seed={self.seed}"]
-
-
-def plan(scale: str) -> list[RunSpec]:
-    return [RunSpec(a, s) for a, seeds in PLANS[scale]["seeds"].items() for s in seeds]
+def _spec_overrides(job: Job) -> list[str]:
+    """The arm's switches, the LR of G *and* of D (scaled together), the seed."""
+    return [*ARMS[job.arm], f"train.lr={job.lr}", f"train.d_lr={job.lr}", f"train.seed={job.seed}"]
 
 
 _EVALUATORS: dict[str, dict] = {}
 
 
-def run_one(cfg_path: str, spec: RunSpec, run_dir: str) -> dict:
+def run_one(cfg_path: str, spec: Job, run_dir: str) -> dict:
     """Train one run, reload it from its folder and evaluate it; returns its runs.jsonl record."""
     from reprokit.config import to_dict
 
-    from .evaluate import evaluate, train_evaluators
+    from .evaluate import evaluate, train_evaluators, validate
     from .train import load_run, train
 
     run_dir = Path(run_dir)
-    cfg = load_config(Cfg, cfg_path, spec.overrides())
+    cfg = load_config(Cfg, cfg_path, _spec_overrides(spec))
     final = train(cfg, run_dir)
     t0 = time.time()
     run = load_run(run_dir)
@@ -75,33 +85,40 @@ def run_one(cfg_path: str, spec: RunSpec, run_dir: str) -> dict:
     if key not in _EVALUATORS:
         _EVALUATORS[key] = train_evaluators(run.cfg)
     ev = evaluate(run, run.cfg, grid_path=run_dir / "grid.png", evaluators=_EVALUATORS[key])
-    curve = [{"step": r["step"], "loss": r["loss"], "d_loss": r.get("d_loss")}
-             for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("split") == "train"]
-    return {"run": spec.name, "arm": spec.arm, "seed": spec.seed, **ev, "final_g_loss": final.get("loss"),
-            "train_seconds": final["train_seconds"], "eval_seconds": round(time.time() - t0, 1),
-            "steps": cfg.train.steps, "curve": curve}
+    val = validate(run, run.cfg, evaluators=_EVALUATORS[key])
+    # a resumed run re-logs the steps it redid: the last record of a step counts
+    curve = sorted({r["step"]: {"step": r["step"], "loss": r["loss"], "d_loss": r.get("d_loss")}
+                    for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("split") == "train"}.values(),
+                   key=lambda r: r["step"])
+    return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag, **ev, **val,
+            "final_g_loss": final.get("loss"), "train_seconds": final["train_seconds"],
+            "eval_seconds": round(time.time() - t0, 1), "steps": cfg.train.steps, "curve": curve}
 
 
-def _execute(cfg_path: Path, specs: list[RunSpec], runs_dir: Path, workers: int, log: Path,
-             records: dict[str, dict]) -> None:
-    todo = [s for s in specs if s.name not in records]
+def _run_job(cfg_path: str, runs_dir: str, job: Job) -> dict:
+    return run_one(cfg_path, job, str(Path(runs_dir) / job.name))
 
-    def done(rec: dict) -> None:
-        records[rec["run"]] = rec
-        with open(log, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
 
-    if workers <= 1:
-        for s in todo:
-            done(run_one(str(cfg_path), s, str(runs_dir / s.name)))
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+def _job_runner(cfg_path: str, runs_dir: str):
+    """A picklable runner (module-level function + plain arguments) for the spawned workers."""
+    return functools.partial(_run_job, cfg_path, runs_dir)
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-        futs = [ex.submit(run_one, str(cfg_path), s, str(runs_dir / s.name)) for s in todo]
-        for f in as_completed(futs):
-            done(f.result())
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def plan_summary(group: Group, records: list[dict]) -> dict:
+    """The plan as results.json records it: grid, seeds, chosen LRs, bracketing, the planned runs."""
+    return {"lr_grid": list(group.lr_grid), "grid_arms": list(group.grid_arms), "seeds": list(group.seeds),
+            "seed_arms": list(group.seed_arms), "secondary": dict(group.secondary),
+            "max_extensions": group.max_extensions, "tag": group.tag, "select_by": group.select_by,
+            "lr_scaling": "one value sets train.lr (G) and train.d_lr (D), ratio 1 as in the base config",
+            "chosen_lrs": chosen_lrs(group, records),
+            "bracketed": {a: bracketed(group, a, records) for a in group.grid_arms},
+            "runs": [j.name for j in planned_jobs([group], records)]}
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -109,10 +126,13 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     from .report import write_report
 
     if scale not in PLANS:
-        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(PLANS)}")
+        raise ConfigError(f"unknown scale {scale!r}; valid: {', '.join(PLANS)}")
     t_start = time.time()
     cfg_path = MEMBER / "configs" / f"{scale}.yaml"
     base = load_config(Cfg, str(cfg_path), [])
+    group = PLANS[scale]
+    if group.tag != f"st{base.train.steps}":
+        raise ConfigError(f"plan {scale!r} is tagged {group.tag!r} but {cfg_path} has train.steps={base.train.steps}")
     if out_dir is not None:
         out = runs_dir = Path(out_dir)
     elif scale == "small":
@@ -121,12 +141,15 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         out = runs_dir = MEMBER / "runs" / scale
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
-    specs = plan(scale)
-    if scale == "smoke":
+    if scale == "smoke":   # seconds: always from scratch (only the long scales resume from runs.jsonl)
         log.unlink(missing_ok=True)
-        for s in specs:
-            shutil.rmtree(runs_dir / s.name, ignore_errors=True)
-    records = {r["run"]: r for r in read_jsonl(log)} if log.is_file() else {}
-    _execute(cfg_path, specs, runs_dir, workers, log, records)
-    return write_report(scale, out, runs_dir, [records[s.name] for s in specs], base,
-                        wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None)
+        for d in runs_dir.glob("*_lr*_s*"):
+            if d.is_dir():
+                shutil.rmtree(d)
+    prior = sum(float(r.get("train_seconds", 0)) + float(r.get("eval_seconds", 0))
+                for r in (read_jsonl(log) if log.is_file() else []))
+    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers,
+                       initializer=_init_worker)
+    return write_report(scale, out, runs_dir, records, plan_summary(group, records), base,
+                        wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None,
+                        prior_run_seconds=prior)

@@ -1,0 +1,127 @@
+"""reproduce.py / report.py: the judgeable plan (reprokit.plan: LR grids of StarGAN and UGAN v2 bracketed on the
+validation identities, further seeds, UGAN v1 with every seed at UGAN v2's LR), run names carrying every varying
+key and the budget, finished records never recomputed, every arm reported at its own chosen LR, the LR table,
+and the validation identities disjoint from the test identities."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ugan.reproduce as rp
+from reprokit.claims import STATUSES, floor_check
+from reprokit.config import load_config
+from reprokit.results import load_results
+from reprokit.runs import read_jsonl
+from ugan.data import procface_split
+from ugan.report import at_chosen_lrs
+
+SMALL = Path(__file__).resolve().parents[1] / "configs" / "small.yaml"
+
+
+def _val(arm: str, lr: float) -> float:
+    """The fake selection metric: StarGAN keeps improving with the LR (best at the top edge even after the
+    extension: not bracketed); UGAN v2 is best at 2e-4, the top edge of the base grid, and worse at the
+    extension 4e-4 (bracketed after one extension)."""
+    if arm == "stargan":
+        return 0.3 - 100 * lr
+    return 0.1 + 0.01 * abs(math.log2(lr / 2e-4))
+
+
+def _fake_run_one(calls: list[str]):
+    def run_one(cfg_path, spec, run_dir):
+        calls.append(spec.name)
+        assert Path(run_dir).name == spec.name
+        better = 0.1 * (spec.arm != "stargan") + 0.05 * (spec.arm == "ugan_v2")
+        return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag,
+                "val_cf_l1": _val(spec.arm, spec.lr), "val_target_acc": 0.95,
+                "tracer_acc": 0.8 - better + 0.001 * spec.seed, "tracer_chance": 1 / 3,
+                "mark_retention": 0.7 - better + 0.001 * spec.seed, "target_acc": 0.95 + 0.001 * spec.seed,
+                "cf_l1": 0.2, "fid": 1.0, "kid": 0.01, "cycle_l1": 0.1,
+                "floors": [floor_check("domain_classifier_acc", 0.95, 0.9)],
+                "curve": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}], "train_seconds": 1.0,
+                "eval_seconds": 1.0}
+    return run_one
+
+
+def test_run_names_and_overrides_carry_every_varying_key():
+    g = rp.PLANS["small"]
+    job = g.job("ugan_v2", 2e-4, 2)
+    assert job.name == f"ugan_v2_st{load_config(rp.Cfg, str(SMALL), []).train.steps}_lr0.0002_s2"
+    ov = rp._spec_overrides(job)
+    assert {"train.lr=0.0002", "train.d_lr=0.0002", "train.seed=2", *rp.ARMS["ugan_v2"]} == set(ov)
+    assert set(g.grid_arms) | set(g.secondary) == set(rp.ARMS) and g.select_by == "val_cf_l1"
+    base = load_config(rp.Cfg, str(SMALL), [])
+    assert base.train.lr == base.train.d_lr and sorted(g.lr_grid) == [base.train.lr / 2, base.train.lr,
+                                                                        base.train.lr * 2]
+    assert g.max_extensions == 1 and tuple(g.seeds) == (0, 1, 2) and "ugan_v1" in g.seed_arms
+
+
+def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(rp, "run_one", _fake_run_one(calls))
+    out = tmp_path / "small"
+    rp.run_reproduce("small", out_dir=str(out))
+    t = rp.PLANS["small"].tag
+    # 6 grid runs + one extension each (4e-4: both bests sit at the top edge) + seeds 1, 2 of both grid arms at
+    # their chosen LRs + UGAN v1 with 3 seeds at UGAN v2's
+    assert len(calls) == len(set(calls)) == 6 + 2 + 4 + 3
+    assert f"stargan_{t}_lr0.0004_s0" in calls and f"ugan_v2_{t}_lr0.0004_s0" in calls
+    assert {f"stargan_{t}_lr0.0004_s2", f"ugan_v2_{t}_lr0.0002_s2", f"ugan_v1_{t}_lr0.0002_s0",
+            f"ugan_v1_{t}_lr0.0002_s2"} <= set(calls)
+    assert not any("lr0.0008" in c or "lr2.5e-05" in c for c in calls)
+    res = load_results(out / "results.json")
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"] == {"stargan": 4e-4, "ugan_v2": 2e-4, "ugan_v1": 2e-4}
+    assert plan["bracketed"] == {"stargan": False, "ugan_v2": True}
+    lt = res["tables"]["lr_grid"]
+    assert "bracketed (best LR strictly inside the LRs tried): stargan no, ugan_v2 yes" in lt["caption"]
+    assert [r[0] for r in lt["rows"]] == ["5e-05", "0.0001", "0.0002", "0.0004 (extension)"]
+    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][3][1].endswith("◀ chosen")
+    # each arm at its own chosen LR, three seeds each
+    rows = {r[0]: r for r in res["tables"]["main"]["rows"]}
+    assert [(r[1], r[2]) for r in rows.values()] == [("0.0004", 3), ("0.0002", 3), ("0.0002", 3)]
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    # interrupted after the grid: resuming runs exactly the missing runs, never a finished one
+    recs = read_jsonl(out / "runs.jsonl")
+    keep = {r["run"] for r in recs[:7]}
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r["run"] in keep))
+    first = list(calls)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))
+    assert sorted(calls) == sorted(set(first) - keep)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
+    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 15
+
+
+def test_report_reads_each_arm_at_its_chosen_lr():
+    recs = [{"run": f"{a}_{lr}_{s}", "arm": a, "lr": lr, "seed": s} for a in ("stargan", "ugan_v2")
+            for lr in (1e-4, 2e-4) for s in (0, 1)]
+    got = at_chosen_lrs(recs, {"stargan": 2e-4, "ugan_v2": 1e-4})
+    assert {(r["arm"], r["lr"]) for r in got} == {("stargan", 2e-4), ("ugan_v2", 1e-4)} and len(got) == 4
+
+
+def test_plan_tag_must_match_the_config_budget(monkeypatch):
+    from reprokit.config import ConfigError
+    from reprokit.plan import Group
+
+    monkeypatch.setitem(rp.PLANS, "smoke", Group(name="", lr_grid=(1e-4,), grid_arms=("stargan",),
+                                                  select_by="val_cf_l1", tag="st999"))
+    with pytest.raises(ConfigError, match="st999"):
+        rp.run_reproduce("smoke", out_dir="/nonexistent/never-written")
+
+
+def test_validation_identities_are_disjoint_from_test_and_train():
+    cfg = load_config(rp.Cfg, str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"),
+                      ["data.num_val=40", "data.num_test=40", "data.num_train=40"])
+    z = {s: procface_split(cfg, s)["z"] for s in ("train", "val", "test")}
+    assert len(z["val"]) == 40
+    for a, b in (("val", "test"), ("val", "train"), ("train", "test")):
+        za, zb = z[a].reshape(len(z[a]), -1), z[b].reshape(len(z[b]), -1)
+        d = np.abs(za[:, None] - zb[None]).max(-1)           # (n_a, n_b) largest parameter difference
+        assert d.min() > 0, f"{a} and {b} share an identity"
+    with pytest.raises(ValueError, match="split"):
+        procface_split(cfg, "holdout")
