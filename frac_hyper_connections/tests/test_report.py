@@ -94,15 +94,19 @@ def test_judgeable_plan_extends_until_bracketed_then_seeds_and_secondaries():
     assert [r[4] for r in t["rows"]] == ["yes", "yes"]
 
 
-def test_committed_small_runs_cover_their_plan_exactly_but_one_older_record():
+def test_committed_small_runs_cover_their_plan_exactly():
+    """runs.jsonl holds every run of the committed plan (the judgeable plan of issue #9, run names tagged with
+    their budget) exactly once; the untagged runs of the earlier 400-step plan stay in the file, outside it."""
     res = json.loads((SMALL / "results.json").read_text())
     plan = res["protocol"]["plan"]
+    assert plan["lm_tag"] == "st4000" and plan["vit_tag"] == "st4500"
     recs = [json.loads(x) for x in (SMALL / "runs.jsonl").read_text().splitlines() if x.strip()]
-    recs = [r for r in recs if not r.get("tag")]  # runs of a newer plan (tagged with their budget) may follow
-    names = {r["run"] for r in recs}
+    tagged = [r for r in recs if r.get("tag")]
+    names = [r["run"] for r in tagged]
     planned = {j.name for j in planned_jobs(plan, recs)}
-    assert planned <= names
-    assert names - planned == {"vit-prenorm_lr0.00025_s0"}  # walked on by the old rule re-applied on resume
+    assert sorted(names) == sorted(planned) and len(names) == len(set(names)) == 30
+    old = {r["run"] for r in recs if not r.get("tag")}
+    assert not old & planned and len(old) == 44
     assert all(r["run"].startswith(r["kind"] + "-") and r["curve"] for r in recs)
 
 
@@ -118,9 +122,11 @@ def test_committed_results_equal_what_report_builds_from_runs_jsonl():
     claims = make_claims(recs, summary, plan, floors)
     assert [(c["id"], c["status"], c["evidence"]) for c in claims] == \
         [(c["id"], c["status"], c["evidence"]) for c in res["claims"]]
-    assert [f["ok"] for f in res["floors"]] == [f["ok"] for f in floors] == [False, False]
+    # LM: Pre-Norm under 1.70 (met), 20.4 tokens/parameter (met), flattening (missed: 2.45% in its worst seed);
+    # ViT: top-1 >= 0.85 (met)
+    assert [f["ok"] for f in res["floors"]] == [f["ok"] for f in floors] == [True, True, False, True]
     tables = make_tables(recs, summary, plan)
-    for name in ("lm", "lr_grid", "vit"):
+    for name in ("lm", "lr_grid", "lr_bracket", "vit"):
         assert tables[name]["rows"] == res["tables"][name]["rows"], name
 
 
