@@ -173,9 +173,9 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
             fh.write(json.dumps(rec) + "\n")
         done[rec["run"]] = rec
         records.append(rec)
-        n = len(planned_jobs(groups, records))
-        print(f"[reproduce] {rec['run']} finished; {sum(j.name in done for j in planned_jobs(groups, records))}"
-              f"/{n} planned runs done ({(time.time() - t0) / 60:.1f} min)", flush=True)
+        planned = planned_jobs(groups, records)
+        print(f"[reproduce] {rec['run']} finished; {sum(j.name in done for j in planned)}"
+              f"/{len(planned)} planned runs done ({(time.time() - t0) / 60:.1f} min)", flush=True)
         if on_record is not None:
             on_record(rec)
 
