@@ -134,12 +134,6 @@ def _run_job(cfg_path: str, runs_dir: str, ft_steps: int, group: Group, job: Job
     return run_one(cfg_path, job, str(Path(runs_dir) / job.name), ov)
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def plan_summary(group: Group, records: list[dict]) -> dict:
     """What the report states about the plan: the grid, the chosen LR, whether it is bracketed, the runs."""
     lrs = chosen_lrs(group, records)
@@ -180,7 +174,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     prior = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in read_jsonl(log)) \
         if log.is_file() else 0.0
     runner = functools.partial(_run_job, str(cfg_path), str(runs_dir), ft_steps, group)
-    records = run_jobs([group], log, runner, workers=workers, initializer=_init_worker)
+    records = run_jobs([group], log, runner, workers=workers)
     plan = plan_summary(group, records)
     return write_report(scale, out, runs_dir, records, plan, base, wall_time_s=time.time() - t_start,
                         prior_run_seconds=prior, render=scale == "small" and out_dir is None)

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs
+from reprokit.plan import Group, Job, run_jobs
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -120,12 +120,6 @@ def _run_job(cfg_path: str, runs_dir: str, job: Job) -> dict:
     return run_one(cfg_path, job, str(Path(runs_dir) / job.name))
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
     """Run (or resume) the reproduction at ``scale``; returns the results.json it wrote."""
     from .report import write_report
@@ -149,15 +143,8 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
             if d.is_dir():
                 shutil.rmtree(d)
     group = PLANS[scale]
-    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers,
-                       initializer=_init_worker)
-    lrs = chosen_lrs(group, records)
-    plan = {"lr_grid": list(group.lr_grid), "grid_arms": list(group.grid_arms), "seeds": list(group.seeds),
-            "seed_arms": list(group.seed_arms), "secondary": sorted(a for a in group.secondary
-                                                                    if a not in group.seed_arms),
-            "max_extensions": group.max_extensions, "tag": group.tag, "select_by": group.select_by,
-            "chosen_lr": lrs.get("race"), "chosen_lrs": lrs,
-            "bracketed": {a: bracketed(group, a, records) for a in group.grid_arms},
-            "runs": [j.name for j in planned_jobs([group], records)]}
+    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
+    plan = group.summary(records)
+    plan["chosen_lr"] = plan["chosen_lrs"].get("race")
     return write_report(scale, out, runs_dir, records, plan, base, ARMS,
                         wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None)

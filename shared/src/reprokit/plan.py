@@ -27,7 +27,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "run_jobs"]
+           "run_jobs", "one_torch_thread"]
 
 
 def run_name(group: str, arm: str, lr: float, seed: int, tag: str = "") -> str:
@@ -70,6 +70,16 @@ class Group:
 
     def job(self, arm: str, lr: float, seed: int = 0) -> Job:
         return Job(self.name, arm, lr, seed, self.tag)
+
+    def summary(self, records: Iterable[dict]) -> dict:
+        """The plan as a results.json records it: grid, seeds, arms, the chosen LRs, bracketing, the runs."""
+        records = list(records)
+        return {"lr_grid": list(self.lr_grid), "grid_arms": list(self.grid_arms), "seeds": list(self.seeds),
+                "seed_arms": list(self.seed_arms), "secondary": dict(self.secondary),
+                "max_extensions": self.max_extensions, "tag": self.tag, "select_by": self.select_by,
+                "chosen_lrs": chosen_lrs(self, records),
+                "bracketed": {a: bracketed(self, a, records) for a in self.grid_arms},
+                "runs": [j.name for j in planned_jobs([self], records)]}
 
     def best(self, records: list[dict]) -> float:
         """The LR of the best record (ties: the smaller LR)."""
@@ -159,7 +169,8 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
     ``run`` = the job's name and the ``select_by`` key of its group) to ``log`` as soon as it finishes; returns
     the records of the planned runs. The plan is re-derived after every finished run, so a job that a result
     calls for (an LR extension, the further seeds) starts as soon as a worker is free. ``run_fn`` (and
-    ``initializer``) must be picklable (module-level) when ``workers > 1``."""
+    ``initializer``) must be picklable (module-level) when ``workers > 1``; without an ``initializer`` each
+    worker process runs torch on one thread (``workers`` processes share the cores)."""
     import time
 
     log = Path(log)
@@ -187,7 +198,7 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
             finish(run_fn(jobs[0]))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=initializer) as ex:
+                                 initializer=initializer or one_torch_thread) as ex:
             running: dict = {}
             error: BaseException | None = None
             while True:
@@ -210,6 +221,13 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
                 raise error
     planned = {j.name for j in planned_jobs(groups, records)}
     return [r for r in records if r["run"] in planned]
+
+
+def one_torch_thread() -> None:
+    """Worker-process initializer: torch on one thread."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _read(log: Path) -> list[dict]:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs
+from reprokit.plan import Group, Job, run_jobs
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -104,21 +104,9 @@ def _job_runner(cfg_path: str, runs_dir: str):
     return functools.partial(_run_job, cfg_path, runs_dir)
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def plan_summary(group: Group, records: list[dict]) -> dict:
-    """The plan as results.json records it: grid, seeds, chosen LRs, bracketing, the planned runs."""
-    return {"lr_grid": list(group.lr_grid), "grid_arms": list(group.grid_arms), "seeds": list(group.seeds),
-            "seed_arms": list(group.seed_arms), "secondary": dict(group.secondary),
-            "max_extensions": group.max_extensions, "tag": group.tag, "select_by": group.select_by,
-            "lr_scaling": "one value sets train.lr (G) and train.d_lr (D), ratio 1 as in the base config",
-            "chosen_lrs": chosen_lrs(group, records),
-            "bracketed": {a: bracketed(group, a, records) for a in group.grid_arms},
-            "runs": [j.name for j in planned_jobs([group], records)]}
+    """The plan as results.json records it (``Group.summary``) and how one LR value sets G's and D's rates."""
+    return {**group.summary(records), "lr_scaling": "one value sets train.lr (G) and train.d_lr (D), ratio 1 as in the base config"}
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -148,8 +136,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
                 shutil.rmtree(d)
     prior = sum(float(r.get("train_seconds", 0)) + float(r.get("eval_seconds", 0))
                 for r in (read_jsonl(log) if log.is_file() else []))
-    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers,
-                       initializer=_init_worker)
+    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
     return write_report(scale, out, runs_dir, records, plan_summary(group, records), base,
                         wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None,
                         prior_run_seconds=prior)
