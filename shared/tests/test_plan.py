@@ -81,8 +81,22 @@ def test_records_outside_the_plan_are_ignored() -> None:
 
 
 def test_secondary_must_name_a_grid_arm() -> None:
-    with pytest.raises(ValueError, match="not a grid arm"):
-        planned_jobs([group(secondary={"side": "nope"})], [])
+    with pytest.raises(ValueError, match="'nope', which is not a grid arm; grid arms: base, main"):
+        group(secondary={"side": "nope"})
+
+
+def test_secondary_seeds_give_a_secondary_arm_its_own_seeds() -> None:
+    g = group(secondary={"side": "main", "sweep": "base"}, secondary_seeds={"sweep": (0, 1)})
+    names = {r["run"] for r in simulate([g])}
+    lr_base = chosen_lrs(g, simulate([g]))["base"]
+    assert {n for n in names if n.startswith("sweep_")} == {f"sweep_lr{lr_base:g}_s0", f"sweep_lr{lr_base:g}_s1"}
+    side = [n for n in names if n.startswith("side_")]
+    assert len(side) == 1 and side[0].endswith("_s0")     # no secondary_seeds entry: seed 0 only
+    assert g.summary(simulate([g]))["secondary_seeds"] == {"sweep": [0, 1]}
+    with pytest.raises(ValueError, match="names 'nope', which is not a secondary arm"):
+        group(secondary_seeds={"nope": (0, 1)})
+    with pytest.raises(ValueError, match="'side' is a seed arm"):
+        group(seed_arms=("base", "side"), secondary_seeds={"side": (0, 1)})
 
 
 def test_run_jobs_resumes_and_appends_each_record(tmp_path) -> None:

@@ -11,7 +11,8 @@ The protocol (root README, "A judgeable small reproduction"):
    at most ``max_extensions`` times; the arm's LR is then the best of its seed-0 runs;
 3. the ``seed_arms`` are re-run with every further seed of ``seeds`` at their chosen LR;
 4. ``secondary`` arms (name -> grid arm) run at the LR chosen for that grid arm: with every seed of ``seeds``
-   when they are also ``seed_arms`` (arms of the main claims without a grid of their own), else once, seed 0.
+   when they are also ``seed_arms`` (arms of the main claims without a grid of their own), with the seeds
+   ``secondary_seeds[arm]`` when given (e.g. a sweep judged at two seeds), else once, seed 0.
 
 :func:`planned_jobs` only looks at the records of the plan's own runs, so feeding it its own results never adds
 a run outside the plan, and resuming never changes the set of runs.
@@ -55,6 +56,8 @@ class Group:
 
     ``select_by``: the record key the LR is chosen on (a validation metric); ``maximize`` for accuracies.
     ``tag``: a budget tag carried by the run names, so runs of another budget can never be taken for these.
+    ``secondary_seeds``: secondary arm -> its seeds, for secondary arms that are not ``seed_arms`` but need
+    more than seed 0.
     """
 
     name: str
@@ -67,6 +70,26 @@ class Group:
     max_extensions: int = 1
     maximize: bool = False
     tag: str = ""
+    secondary_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for arm, src in self.secondary.items():
+            if src not in self.grid_arms:
+                raise ValueError(f"group {self.name!r}: secondary arm {arm!r} takes its LR from {src!r}, which "
+                                 f"is not a grid arm; grid arms: {', '.join(self.grid_arms)}")
+        for arm in self.secondary_seeds:
+            if arm not in self.secondary:
+                raise ValueError(f"group {self.name!r}: secondary_seeds names {arm!r}, which is not a secondary "
+                                 f"arm; secondary arms: {', '.join(self.secondary) or '(none)'}")
+            if arm in self.seed_arms:
+                raise ValueError(f"group {self.name!r}: {arm!r} is a seed arm (it runs every seed of `seeds`); "
+                                 "drop it from secondary_seeds")
+
+    def seeds_of(self, arm: str) -> tuple[int, ...]:
+        """The seeds a secondary arm runs with."""
+        if arm in self.seed_arms:
+            return tuple(self.seeds)
+        return tuple(self.secondary_seeds.get(arm, (0,)))
 
     def job(self, arm: str, lr: float, seed: int = 0) -> Job:
         return Job(self.name, arm, lr, seed, self.tag)
@@ -76,6 +99,7 @@ class Group:
         records = list(records)
         return {"lr_grid": list(self.lr_grid), "grid_arms": list(self.grid_arms), "seeds": list(self.seeds),
                 "seed_arms": list(self.seed_arms), "secondary": dict(self.secondary),
+                "secondary_seeds": {a: list(v) for a, v in self.secondary_seeds.items()},
                 "max_extensions": self.max_extensions, "tag": self.tag, "select_by": self.select_by,
                 "chosen_lrs": chosen_lrs(self, records),
                 "bracketed": {a: bracketed(self, a, records) for a in self.grid_arms},
@@ -140,9 +164,6 @@ def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:
     done = _by_name(records)
     out: dict[str, Job] = {}
     for g in groups:
-        for arm in g.secondary.values():
-            if arm not in g.grid_arms:
-                raise ValueError(f"group {g.name!r}: secondary arms take their LR from {arm!r}, not a grid arm")
         order = [a for a in g.grid_arms if a in g.seed_arms] + [a for a in g.grid_arms if a not in g.seed_arms]
         for arm in order:
             for j in lr_decision(g, arm, done)[2]:
@@ -156,7 +177,7 @@ def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:
         sec = sorted(g.secondary, key=lambda a: a not in g.seed_arms)   # main-claim arms first
         for arm in sec:
             if arm in lrs:
-                for s in (g.seeds if arm in g.seed_arms else (0,)):
+                for s in g.seeds_of(arm):
                     j = g.job(arm, lrs[arm], s)
                     out.setdefault(j.name, j)
     return list(out.values())
