@@ -4,7 +4,18 @@ import json
 
 import pytest
 
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, lr_decision, planned_jobs, run_jobs, run_name
+from reprokit.plan import (
+    Group,
+    Job,
+    bracketed,
+    chosen_lrs,
+    diverged_record,
+    lr_decision,
+    planned_jobs,
+    run_jobs,
+    run_name,
+    trained,
+)
 from reprokit.testing import parabola_record as fake_record  # noqa: E402
 
 
@@ -120,3 +131,33 @@ def test_run_jobs_keeps_finished_records_when_a_job_fails(tmp_path) -> None:
         run_jobs([g], log, fake_record, workers=2)
     names = [json.loads(x)["run"] for x in log.read_text().splitlines()]
     assert len(names) == 4 and "crash_lr0.002_s1" in names and "crash_lr0.002_s2" not in names
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_diverged_run_is_recorded_ranks_last_and_is_never_retried(tmp_path, workers) -> None:
+    # optimum 8e-3, but every LR >= 4e-3 diverges: the best trained LR 2e-3 is bracketed by 1e-3 and the
+    # diverged 4e-3; the seeds run at 2e-3; the plan goes on past the divergence
+    import reprokit.testing as T
+
+    assert T.PARABOLA_OPTIMA["diverge"] == 8e-3      # module-level: spawned workers see the same optimum
+    g = group(grid_arms=("diverge",), seed_arms=("diverge",), secondary={})
+    log = tmp_path / "runs.jsonl"
+    records = run_jobs([g], log, T.parabola_record, workers=workers)
+    by = {r["run"]: r for r in records}
+    assert by["diverge_lr0.004_s0"]["diverged"] is True and "non-finite" in by["diverge_lr0.004_s0"]["error"]
+    assert "val_loss" not in by["diverge_lr0.004_s0"]
+    assert chosen_lrs(g, records) == {"diverge": 2e-3} and bracketed(g, "diverge", records) is True
+    assert {"diverge_lr0.002_s1", "diverge_lr0.002_s2"} <= set(by)
+    assert [r["run"] for r in trained(records)] == [r["run"] for r in records if r["lr"] < 4e-3]
+    n = len(log.read_text().splitlines())
+    run_jobs([g], log, T.parabola_record, workers=1)        # resume: nothing re-run, the divergence included
+    assert len(log.read_text().splitlines()) == n
+
+
+def test_all_diverged_extends_the_grid_downwards() -> None:
+    g = group(grid_arms=("x",), seed_arms=(), secondary={}, max_extensions=1)
+    recs = [diverged_record(g.job("x", lr), "nan") for lr in g.lr_grid]
+    decided, lr, jobs = lr_decision(g, "x", {r["run"]: r for r in recs})
+    assert not decided and jobs[-1].lr == 5e-4           # the smallest LR ranks first among diverged runs
+    with pytest.raises(KeyError, match="has no 'val_loss'"):
+        g.best([{"run": "x_lr0.001_s0", "lr": 1e-3}])

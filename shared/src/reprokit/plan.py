@@ -14,6 +14,12 @@ The protocol (root README, "A judgeable small reproduction"):
    when they are also ``seed_arms`` (arms of the main claims without a grid of their own), with the seeds
    ``secondary_seeds[arm]`` when given (e.g. a sweep judged at two seeds), else once, seed 0.
 
+A run whose training diverges (``run_fn`` raises ``FloatingPointError``, e.g. a non-finite loss at an LR too high)
+is recorded as *diverged* (:func:`diverged_record`: no metrics, ``"diverged": true``, the error) instead of
+stopping the reproduction: it ranks below every trained run of its arm when an LR is chosen (so a grid whose top
+LR diverges still brackets its optimum), a resume never retries it, and :func:`trained` drops it from the
+records a report puts in its tables.
+
 :func:`planned_jobs` only looks at the records of the plan's own runs, so feeding it its own results never adds
 a run outside the plan, and resuming never changes the set of runs.
 """
@@ -21,6 +27,7 @@ a run outside the plan, and resuming never changes the set of runs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -28,7 +35,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "run_jobs", "one_torch_thread"]
+           "run_jobs", "one_torch_thread", "diverged_record", "is_diverged", "trained"]
 
 
 def run_name(group: str, arm: str, lr: float, seed: int, tag: str = "") -> str:
@@ -106,11 +113,38 @@ class Group:
                 "runs": [j.name for j in planned_jobs([self], records)]}
 
     def best(self, records: list[dict]) -> float:
-        """The LR of the best record (ties: the smaller LR)."""
+        """The LR of the best record (ties: the smaller LR); diverged runs rank below every trained one, and
+        among themselves by LR (all diverged: the smallest LR, so the grid extends downwards)."""
         if not records:
             raise ValueError(f"group {self.name!r}: no records to choose an LR from")
         sign = -1.0 if self.maximize else 1.0
-        return min(records, key=lambda r: (sign * float(r[self.select_by]), r["lr"]))["lr"]
+
+        def key(r: dict) -> tuple:
+            if is_diverged(r):
+                return (1, 0.0, r["lr"])
+            v = r.get(self.select_by)
+            if v is None:
+                raise KeyError(f"group {self.name!r}: record {r.get('run')!r} has no {self.select_by!r} (the "
+                               "key this group chooses its LR by)")
+            v = float(v)
+            return (0, sign * v, r["lr"]) if math.isfinite(v) else (1, 0.0, r["lr"])
+        return min(records, key=key)["lr"]
+
+
+def is_diverged(record: dict) -> bool:
+    """Whether a record is a diverged run (see :func:`diverged_record`)."""
+    return bool(record.get("diverged"))
+
+
+def trained(records: Iterable[dict]) -> list[dict]:
+    """The records of runs that trained to the end (diverged runs dropped): what a report's tables show."""
+    return [r for r in records if not is_diverged(r)]
+
+
+def diverged_record(job: Job, error: BaseException | str) -> dict:
+    """The runs.jsonl record of a run whose training diverged: its keys, no metrics."""
+    return {"run": job.name, "group": job.group, "arm": job.arm, "lr": job.lr, "seed": job.seed, "tag": job.tag,
+            "diverged": True, "error": str(error)}
 
 
 def _by_name(records: Iterable[dict]) -> dict[str, dict]:
@@ -185,13 +219,16 @@ def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:
 
 def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict], workers: int = 1,
              initializer: Callable[[], None] | None = None,
-             on_record: Callable[[dict], None] | None = None) -> list[dict]:
+             on_record: Callable[[dict], None] | None = None,
+             diverge_on: tuple[type[BaseException], ...] = (FloatingPointError,)) -> list[dict]:
     """Run every missing job of the plan, appending each finished record (``run_fn(job)``: a dict with at least
     ``run`` = the job's name and the ``select_by`` key of its group) to ``log`` as soon as it finishes; returns
     the records of the planned runs. The plan is re-derived after every finished run, so a job that a result
     calls for (an LR extension, the further seeds) starts as soon as a worker is free. ``run_fn`` (and
     ``initializer``) must be picklable (module-level) when ``workers > 1``; without an ``initializer`` each
-    worker process runs torch on one thread (``workers`` processes share the cores)."""
+    worker process runs torch on one thread (``workers`` processes share the cores). A job raising one of
+    ``diverge_on`` is recorded as diverged (:func:`diverged_record`) and the plan goes on; any other error stops
+    new submissions, lets the running jobs finish (and be recorded), then re-raises."""
     import time
 
     log = Path(log)
@@ -206,7 +243,8 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
         done[rec["run"]] = rec
         records.append(rec)
         planned = planned_jobs(groups, records)
-        print(f"[reproduce] {rec['run']} finished; {sum(j.name in done for j in planned)}"
+        what = f"DIVERGED ({rec.get('error')})" if is_diverged(rec) else "finished"
+        print(f"[reproduce] {rec['run']} {what}; {sum(j.name in done for j in planned)}"
               f"/{len(planned)} planned runs done ({(time.time() - t0) / 60:.1f} min)", flush=True)
         if on_record is not None:
             on_record(rec)
@@ -216,7 +254,11 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
 
     if workers <= 1:
         while jobs := todo(set()):
-            finish(run_fn(jobs[0]))
+            try:
+                rec = run_fn(jobs[0])
+            except diverge_on as e:
+                rec = diverged_record(jobs[0], e)
+            finish(rec)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=initializer or one_torch_thread) as ex:
@@ -224,15 +266,18 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
             error: BaseException | None = None
             while True:
                 if error is None:  # after a failure: no new job, but the running ones still finish and count
-                    for j in todo(set(running.values()))[: workers - len(running)]:
-                        running[ex.submit(run_fn, j)] = j.name
+                    for j in todo({j.name for j in running.values()})[: workers - len(running)]:
+                        running[ex.submit(run_fn, j)] = j
                 if not running:
                     break
                 finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for f in finished:
-                    name = running.pop(f)
+                    job = running.pop(f)
+                    name = job.name
                     try:
                         rec = f.result()
+                    except diverge_on as e:
+                        rec = diverged_record(job, e)
                     except BaseException as e:  # noqa: BLE001 -- re-raised below
                         print(f"[reproduce] {name} failed: {e!r}", flush=True)
                         error = error or e

@@ -249,14 +249,17 @@ def unshadow_package(name: str) -> None:
 
 
 # optimum LR per arm of :func:`parabola_record` (arms not listed: 2e-3)
-PARABOLA_OPTIMA = {"base": 2e-3, "main": 8e-3, "edge": 32e-3, "side": 1e-3}
+PARABOLA_OPTIMA = {"base": 2e-3, "main": 8e-3, "edge": 32e-3, "side": 1e-3, "diverge": 8e-3}
 
 
 def parabola_record(job: Any) -> dict:
     """A fake training run for the tests of :mod:`reprokit.plan` (module-level, so worker processes can
-    unpickle it): ``val_loss = 1 + (log2 lr - log2 optimum(arm))^2 + 0.001 * seed``."""
+    unpickle it): ``val_loss = 1 + (log2 lr - log2 optimum(arm))^2 + 0.001 * seed``; arm ``crash`` raises a
+    RuntimeError at seed 2, arm ``diverge`` a FloatingPointError (a non-finite loss) at every LR >= 4e-3."""
     opt = PARABOLA_OPTIMA.get(job.arm, 2e-3)
     loss = 1.0 + (math.log2(job.lr) - math.log2(opt)) ** 2 + 0.001 * job.seed
     if job.arm == "crash" and job.seed == 2:
         raise RuntimeError("boom")
+    if job.arm == "diverge" and job.lr >= 4e-3:
+        raise FloatingPointError(f"non-finite loss nan at step 7 (lr {job.lr:g})")
     return {"run": job.name, "arm": job.arm, "lr": job.lr, "seed": job.seed, "val_loss": loss}
