@@ -1,13 +1,24 @@
-"""The reproduction plan (a pure function of the base grid) and the claim rules of the report."""
+"""The reproduction plan (a ``reprokit.plan.Group`` per scale), its execution and the claim rules of the report."""
 
+import json
 import math
+from collections import Counter
 
-from overtok.plan import PLANS, edge_extension, fit_line, flattening_pct, plan_arms, run_name, stage_jobs
+import pytest
+
+from overtok.plan import PLANS, fit_line, flattening_pct, plan_arms, plan_group
+from overtok.reproduce import execute
 from reprokit.claims import NOT_TESTABLE, REPRODUCED
+from reprokit.plan import Job, bracketed, chosen_lrs, planned_jobs
+
+BASE, MAIN = "base", "oe-n3k1-m65537"          # the grid arms of the small plan (run-name stems)
+A1 = [f"oe-n2k1-m{m}" for m in (1025, 4097, 16385, 65537, 262145)]
+DEEP, HIER, OT = "base-d4", "oe-n2k1-m65537-no1g", "ot-n3k1-m65537"
 
 
-def _rec(arm, lr, seed, val, test=None, role="baseline", steps=100, curve=None, nonemb=1000):
-    return {"run": f"{arm}_lr{lr:g}_s{seed}", "arm": arm, "role": role, "lr": lr, "seed": seed,
+def _rec(run, arm, lr, seed, val, test=None, steps=100, curve=None, nonemb=1000):
+    """A runs.jsonl record as ``reproduce.run_job`` writes it (``val_loss`` at top level and in metrics)."""
+    return {"run": run, "arm": arm, "lr": lr, "seed": seed, "val_loss": val,
             "metrics": {"val_loss": val, "test_loss": val if test is None else test, "test_ppl": math.exp(val),
                         "test_bpt": val / math.log(2), "steps": steps, "tokens": 40_000,
                         "params_non_embedding": nonemb, "params_ngram_tables": 0, "params_embedding": 10,
@@ -15,62 +26,176 @@ def _rec(arm, lr, seed, val, test=None, role="baseline", steps=100, curve=None, 
             "curve": [], "val_curve": curve or [[75, val + 0.01], [100, val]], "wall_s": 1.0}
 
 
-def test_stage_0_and_run_names():
-    jobs = stage_jobs("small", 0, [])
-    assert len(jobs) == 2 * len(PLANS["small"]["lr_grid"])
-    names = [run_name(*j) for j in jobs]
-    assert len(set(names)) == len(names)
-    assert "oe-n3k1-m65537_lr0.006_s0" in names and "base_lr0.003_s0" in names
+def parabola(optima: dict[str, float], offset: dict[str, float] | None = None):
+    """A fake run: val = test = 3 + offset(arm) + 0.1 (log2 lr - log2 optimum(arm))^2 + 0.001 seed."""
+    def run(job: Job) -> dict:
+        opt = optima.get(job.arm, 6e-3)
+        val = 3.0 + (offset or {}).get(job.arm, 0.0) + 0.1 * (math.log2(job.lr) - math.log2(opt)) ** 2 + 1e-3 * job.seed
+        return {**_rec(job.name, job.arm, job.lr, job.seed, val), "tag": job.tag}
+    return run
 
 
-def test_edge_extension_is_decided_from_the_base_grid():
-    grid = [3e-3, 6e-3, 1.2e-2]
-    recs = [_rec("base", lr, 0, v) for lr, v in zip(grid, [3.0, 2.9, 2.8])]
-    assert edge_extension(recs, "base", grid) == 2.4e-2
-    recs = [_rec("base", lr, 0, v) for lr, v in zip(grid, [2.8, 2.9, 3.0])]
-    assert edge_extension(recs, "base", grid) == 1.5e-3
-    recs = [_rec("base", lr, 0, v) for lr, v in zip(grid, [2.9, 2.8, 3.0])]
-    assert edge_extension(recs, "base", grid) is None
-    recs.append(_rec("base", 2.4e-2, 0, 1.0))       # a later record never changes the stage-1 decision
-    assert edge_extension(recs, "base", grid) is None
+def simulate(scale: str, run_fn) -> list[dict]:
+    """The plan run to completion one job at a time, re-planned after every record (as run_jobs does)."""
+    g, records = plan_group(scale), []
+    while todo := [j for j in planned_jobs([g], records) if j.name not in {r["run"] for r in records}]:
+        records.append(run_fn(todo[0]))
+    return records
 
 
-def test_stage_2_uses_each_familys_chosen_lr():
-    grid = PLANS["small"]["lr_grid"]
-    recs = [_rec("base", lr, 0, v) for lr, v in zip(grid, [3.0, 2.8, 2.9])]
-    recs += [_rec("oe-n3k1-m65537", lr, 0, v, role="main") for lr, v in zip(grid, [2.9, 2.95, 2.7])]
-    recs.append(_rec("oe-n3k1-m65537", 2.4e-2, 0, 2.75, role="main"))
-    jobs = stage_jobs("small", 2, recs)
-    by = {run_name(*j) for j in jobs}
-    assert {"base_lr0.006_s1", "base_lr0.006_s2", "oe-n3k1-m65537_lr0.012_s1", "base-d4_lr0.006_s0",
-            "oe-n2k1-m1025_lr0.012_s1", "oe-n2k1-m65537-no1g_lr0.012_s0", "ot-n3k1-m65537_lr0.012_s0"} <= by
-    assert len(jobs) == 4 + 5 * 2 + 3
+def test_small_group_is_the_papers_plan():
+    g = plan_group("small")
+    assert g.lr_grid == (3e-3, 6e-3, 1.2e-2) and g.seeds == (0, 1, 2) and g.max_extensions == 2
+    assert g.grid_arms == (BASE, MAIN) and g.seed_arms == (BASE, MAIN) and g.select_by == "val_loss"
+    assert g.tag == "st1400" and not g.maximize                       # the budget of configs/small.yaml
+    assert g.secondary == {DEEP: BASE, **dict.fromkeys([*A1, HIER, OT], MAIN)}
+    assert g.secondary_seeds == dict.fromkeys(A1, (0, 1))
     arms = plan_arms(PLANS["small"])
     assert dict(arms["ot"].keys)["model.mtp.heads"] == 1 and dict(arms["hierarchy"].keys)["model.oe.unigram"] is False
+    assert dict(arms["deep"].keys)["model.depth"] == 4
+    assert next(iter(g.secondary)) == DEEP                            # the longest secondary run starts first
+
+
+def test_small_plan_runs_exactly_the_intended_runs_when_bracketed():
+    records = simulate("small", parabola({BASE: 6e-3, MAIN: 6e-3}))
+    runs = Counter((r["arm"], r["lr"], r["seed"]) for r in records)
+    expected = {(a, lr, 0) for a in (BASE, MAIN) for lr in (3e-3, 6e-3, 1.2e-2)}
+    expected |= {(a, 6e-3, s) for a in (BASE, MAIN) for s in (1, 2)}
+    expected |= {(a, 6e-3, s) for a in A1 for s in (0, 1)}
+    expected |= {(DEEP, 6e-3, 0), (HIER, 6e-3, 0), (OT, 6e-3, 0)}
+    assert set(runs) == expected and max(runs.values()) == 1 and len(records) == 23
+    assert "oe-n3k1-m65537_st1400_lr0.006_s2" in {r["run"] for r in records}
+    g = plan_group("small")
+    assert {a: bracketed(g, a, records) for a in (BASE, MAIN)} == {BASE: True, MAIN: True}
+    # a pure function of the records: its own finished runs call for nothing more, so resuming adds nothing
+    assert {j.name for j in planned_jobs([g], records)} == {r["run"] for r in records}
+
+
+def test_extensions_until_bracketed_at_most_two_and_each_family_at_its_lr():
+    # baseline optimum 2.4e-2: 1.2e-2 best at the edge -> 2.4e-2, again at the edge -> 4.8e-2 brackets it;
+    # OE optimum far below the grid: 1.5e-3, then 7.5e-4, still at the edge, and no third extension
+    records = simulate("small", parabola({BASE: 2.4e-2, MAIN: 1e-4}))
+    g = plan_group("small")
+    seed0 = {a: sorted(r["lr"] for r in records if r["arm"] == a and r["seed"] == 0) for a in (BASE, MAIN)}
+    assert seed0[BASE] == pytest.approx([3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2])
+    assert seed0[MAIN] == pytest.approx([7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2])
+    lrs = chosen_lrs(g, records)
+    assert lrs[BASE] == pytest.approx(2.4e-2) and lrs[MAIN] == pytest.approx(7.5e-4)
+    assert bracketed(g, BASE, records) is True and bracketed(g, MAIN, records) is False
+    by_arm = {}
+    for r in records:
+        if r["arm"] not in (BASE, MAIN) or r["seed"] > 0:
+            by_arm.setdefault(r["arm"], set()).add((r["lr"], r["seed"]))
+    assert by_arm[DEEP] == {(lrs[BASE], 0)} and by_arm[OT] == {(lrs[MAIN], 0)} and by_arm[HIER] == {(lrs[MAIN], 0)}
+    assert all(by_arm[a] == {(lrs[MAIN], 0), (lrs[MAIN], 1)} for a in A1)
+    assert by_arm[BASE] == {(lrs[BASE], 1), (lrs[BASE], 2)} and by_arm[MAIN] == {(lrs[MAIN], 1), (lrs[MAIN], 2)}
+    assert len(records) == 27                                          # the most the small plan can run
+
+    from overtok.report import make_tables, summarize, vocab_law
+
+    summary = summarize(records, "small")
+    assert summary["deep"]["lr"] == lrs[BASE] and summary["main"]["seeds"] == [0, 1, 2]
+    table = make_tables(summary, records, vocab_law(summary, PLANS["small"], 1000), "small", "x")["lr_grid"]
+    rows = {row[0]: row for row in table["rows"]}
+    assert rows[BASE][-2:] == ["0.024", "yes"] and rows[MAIN][-2:] == ["0.00075", "no"]
+    assert len(table["columns"]) == 1 + 7 + 2                         # the 7 LRs tried by either arm
+
+
+def test_records_outside_the_plan_are_ignored():
+    g = plan_group("small")
+    good = simulate("small", parabola({BASE: 6e-3, MAIN: 6e-3}))
+    # the same runs at another budget, and untagged ones (the old naming): all far better, none may count
+    stray = [{**r, "run": r["run"].replace("_st1400_", "_st700_"), "tag": "st700", "val_loss": 0.0} for r in good]
+    stray += [{**r, "run": f"{r['arm']}_lr{r['lr']:g}_s{r['seed']}", "val_loss": 0.0} for r in good]
+    assert chosen_lrs(g, stray) == {} and all(j.tag == "st1400" for j in planned_jobs([g], stray))
+    assert {j.name for j in planned_jobs([g], good + stray)} == {r["run"] for r in good}
+
+    from overtok.report import plan_records, summarize
+
+    assert plan_records(good + stray, g) == good
+    assert summarize(stray, "small") == {}
+
+
+def test_smoke_plan_reaches_every_arm():
+    g = plan_group("smoke")
+    records = simulate("smoke", parabola({}))
+    arms = {r["arm"] for r in records}
+    assert arms == {a.name for a in plan_arms(PLANS["smoke"]).values()} and g.tag == "st12"
+
+
+def test_execute_resumes_after_a_failure_without_recomputing(tmp_path):
+    fake = parabola({BASE: 6e-3, MAIN: 6e-3})
+    calls = []
+
+    def failing(job):                                                  # the 8th run fails, once
+        calls.append(job.name)
+        if len(calls) == 8 and not failed:
+            failed.append(job.name)
+            raise RuntimeError("boom")
+        return fake(job)
+
+    failed = []
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RuntimeError, match="boom"):
+        execute("small", out, tmp_path / "runs", run_fn=failing)
+    kept = [json.loads(x)["run"] for x in (out / "runs.jsonl").read_text().splitlines()]
+    assert kept == calls[:7]                                           # the finished runs are recorded
+    calls.clear()
+    records, from_scratch = execute("small", out, tmp_path / "runs", run_fn=failing)
+    assert not from_scratch and len(records) == 23 and not set(calls) & set(kept) and calls[0] == failed[0]
+    assert all(r["val_loss"] == r["metrics"]["val_loss"] for r in records)
+    again, from_scratch = execute("small", out, tmp_path / "runs", run_fn=failing)
+    assert len(calls) == 23 - 7 and again == records and not from_scratch
+    # a log that holds only another budget's runs is a from-scratch start
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "runs.jsonl").write_text(json.dumps({**records[0], "run": "base_st700_lr0.003_s0"}) + "\n")
+    assert execute("small", other, tmp_path / "runs", run_fn=fake)[1] is True
+
+
+def test_one_smoke_job_writes_its_record(tmp_path):
+    from overtok.reproduce import job_runner
+
+    g = plan_group("smoke")
+    job = g.job("oe-n3k1-m257", 5e-3, 1)
+    rec = job_runner("smoke", tmp_path)(job)
+    assert rec["run"] == job.name == "oe-n3k1-m257_st12_lr0.005_s1" and rec["tag"] == "st12"
+    assert rec["val_loss"] == rec["metrics"]["val_loss"] and math.isfinite(rec["val_loss"])
+    assert rec["config"]["train"]["lr"] == 5e-3 and rec["config"]["train"]["seed"] == 1
+    assert rec["metrics"]["steps"] == 12 and (tmp_path / job.name / "metrics.jsonl").is_file()
 
 
 def test_fit_and_flattening():
     a, b, r2 = fit_line([1, 2, 3, 4], [3.0, 2.9, 2.8, 2.7])
     assert math.isclose(b, -0.1) and math.isclose(a, 3.1) and math.isclose(r2, 1.0)
-    rec = _rec("base", 1e-3, 0, 2.0, curve=[[50, 2.5], [75, 2.04], [100, 2.0]])
+    rec = _rec("base_lr0.001_s0", "base", 1e-3, 0, 2.0, curve=[[50, 2.5], [75, 2.04], [100, 2.0]])
     assert math.isclose(flattening_pct(rec), 100 * 0.04 / 2.04)
+
+
+def _full_grid(scale, val_of):
+    """Hand-made records of a whole small plan, ``val_of(arm, lr, seed)`` -> loss (val = test)."""
+    return simulate(scale, lambda j: {**_rec(j.name, j.arm, j.lr, j.seed, val_of(j.arm, j.lr, j.seed)), "tag": j.tag})
 
 
 def test_claims_follow_the_floors():
     from overtok.report import make_claims, make_floors, summarize, vocab_law
 
     plan = PLANS["small"]
-    recs = []
-    for s in (0, 1, 2):
-        recs.append(_rec("base", 6e-3, s, 3.0 + 0.001 * s))
-        recs.append(_rec("oe-n3k1-m65537", 6e-3, s, 2.9 + 0.001 * s, role="main"))
-    summary = summarize(recs, plan)
+
+    def val(arm, lr, seed):
+        return (3.0 if arm == BASE else 2.9) + abs(math.log2(lr / 6e-3)) + 0.001 * seed
+
+    recs = _full_grid("small", val)
+    summary = summarize(recs, "small")
+    assert summary["base"]["lr"] == 6e-3 and summary["base"]["seeds"] == [0, 1, 2]
     floors = make_floors(summary)
     assert all(f["ok"] for f in floors)
     claims = {c["id"]: c for c in make_claims(summary, vocab_law(summary, plan, 1000), floors)}
     assert claims["oe_beats_baseline"]["status"] == REPRODUCED
-    bad = [_rec(r["arm"], r["lr"], r["seed"], r["metrics"]["val_loss"], role=r["role"], nonemb=10**6) for r in recs]
-    summary = summarize(bad, plan)
+    bad = [{**r, "metrics": {**r["metrics"], "params_non_embedding": 10**6}} for r in recs]
+    summary = summarize(bad, "small")
     floors = make_floors(summary)
     assert not floors[0]["ok"]
     claims = {c["id"]: c for c in make_claims(summary, vocab_law(summary, plan, 1000), floors)}

@@ -1,4 +1,4 @@
-"""The reproduction plan (a pure function of the base grid), the claim rules of the report, B2's byte model."""
+"""The reproduction plan (``reprokit.plan`` groups), the claim rules of the report, B2's byte model."""
 
 import json
 import math
@@ -6,47 +6,158 @@ import math
 import pytest
 
 from reprokit.claims import NOT_TESTABLE, REPRODUCED
-from ultramem.plan import PLANS, edge_extension, flattening_pct, run_name, stage_jobs
+from reprokit.plan import bracketed, chosen_lrs, planned_jobs, run_jobs
+from ultramem.plan import FAMILY, GROUPS, PLANS, base_config, flattening_pct, plan_arms
+
+SMALL = GROUPS["small"]
+GRID = (3e-3, 6e-3, 1.2e-2)
 
 
-def _rec(arm, lr, seed, val, role="dense", steps=100, curve=None, nonemb=1000):
-    return {"run": f"{arm}_lr{lr:g}_s{seed}", "arm": arm, "role": role, "lr": lr, "seed": seed,
-            "metrics": {"val_loss": val, "test_loss": val, "steps": steps, "tokens": 40_000,
-                        "params_non_embedding": nonemb, "params_sparse": 0, "count_activated_macs": 1,
-                        "s_per_step": 0.1},
-            "curve": [], "val_curve": curve or [[75, val + 0.01], [100, val]], "wall_s": 1.0}
+def _metrics(val, steps=100, nonemb=1000):
+    return {"val_loss": val, "test_loss": val, "steps": steps, "tokens": 40_000, "params_non_embedding": nonemb,
+            "params_sparse": 0, "count_activated_macs": 1, "s_per_step": 0.1}
 
 
-def test_stage_0_and_run_names():
-    jobs = stage_jobs("small", 0, [])
-    assert len(jobs) == 2 * len(PLANS["small"]["lr_grid"])
-    names = [run_name(*j) for j in jobs]
-    assert len(set(names)) == len(names)
-    assert "ultramem_lr0.006_s0" in names and "dense_lr0.003_s0" in names
+def _rec(key, lr, seed, val, group=SMALL, role="dense", curve=None, nonemb=1000):
+    """A runs.jsonl record as reproduce.run_job writes it (metrics made up)."""
+    return {"run": group.job(key, lr, seed).name, "key": key, "arm": key, "role": role, "lr": lr, "seed": seed,
+            "tag": group.tag, "val_loss": val, "metrics": _metrics(val, nonemb=nonemb), "curve": [[100, val]],
+            "val_curve": curve or [[75, val + 0.01], [100, val]], "wall_s": 1.0}
 
 
-def test_edge_extension_is_decided_from_the_base_grid():
-    grid = [3e-3, 6e-3, 1.2e-2]
-    recs = [_rec("dense", lr, 0, v) for lr, v in zip(grid, [3.0, 2.9, 2.8])]
-    assert edge_extension(recs, "dense", grid) == 2.4e-2
-    recs = [_rec("dense", lr, 0, v) for lr, v in zip(grid, [2.8, 2.9, 3.0])]
-    assert edge_extension(recs, "dense", grid) == 1.5e-3
-    recs = [_rec("dense", lr, 0, v) for lr, v in zip(grid, [2.9, 2.8, 3.0])]
-    assert edge_extension(recs, "dense", grid) is None
-    recs.append(_rec("dense", 2.4e-2, 0, 1.0))       # a later record never changes the stage-1 decision
-    assert edge_extension(recs, "dense", grid) is None
+def _simulate(group, optima, tmp_path):
+    """Run the whole plan through ``reprokit.plan.run_jobs`` with a fake training run whose validation loss
+    is a parabola in log2(lr) around the arm's optimum (secondary arms: their family's)."""
+    def fake(job):
+        opt = optima[FAMILY.get(job.arm, job.arm)]
+        return _rec(job.arm, job.lr, job.seed, 3.0 + (math.log2(job.lr / opt)) ** 2 + 0.001 * job.seed, group)
+
+    return run_jobs([group], tmp_path / "runs.jsonl", fake, workers=1)
 
 
-def test_stage_2_uses_each_familys_chosen_lr():
-    grid = PLANS["small"]["lr_grid"]
-    recs = [_rec("dense", lr, 0, v) for lr, v in zip(grid, [3.0, 2.8, 2.9])]
-    recs += [_rec("ultramem", lr, 0, v, role="ultramem") for lr, v in zip(grid, [2.7, 2.75, 2.9])]
-    jobs = stage_jobs("small", 2, recs)
-    lrs = {(a.name, s): lr for a, lr, s in jobs}
-    assert lrs[("dense", 1)] == 6e-3 and lrs[("moe", 0)] == 6e-3
-    assert lrs[("ultramem", 2)] == 3e-3 and lrs[("pkm", 0)] == 3e-3
-    assert sum(1 for a, _, _ in jobs if a.role == "ladder") == 2
-    assert len(jobs) == 2 * 2 + 2 * 3 + 2
+def test_groups_budget_tags_and_arms():
+    for scale, g in GROUPS.items():
+        assert g.tag == f"st{base_config(scale).train.steps}"       # the budget the runs really train at
+        assert g.select_by == "val_loss" and not g.maximize and g.max_extensions == 2
+        assert g.grid_arms == ("dense", "ultramem")
+        assert set(g.seed_arms) == {"dense", "ultramem", "pkm", "moe"}
+        assert g.secondary == {"moe": "dense", "pkm": "ultramem", "ladder1": "ultramem", "ladder2": "ultramem"}
+    assert SMALL.lr_grid == GRID and SMALL.seeds == (0, 1, 2)
+    assert GROUPS["smoke"].lr_grid == (3e-3, 6e-3) and GROUPS["smoke"].seeds == (0, 1)
+    # every planned arm maps back to one of the member's arms, whose family is the LR source of the plan
+    arms = plan_arms(PLANS["small"])
+    assert set(arms) == set(SMALL.grid_arms) | set(SMALL.secondary)
+    assert all(arms[k].family == src for k, src in SMALL.secondary.items())
+    assert SMALL.job("ultramem", 6e-3, 1).name == "ultramem_st1000_lr0.006_s1"
+
+
+def test_base_grid_first():
+    jobs = planned_jobs([SMALL], [])
+    assert {(j.arm, j.lr, j.seed) for j in jobs} == {(a, lr, 0) for a in ("dense", "ultramem") for lr in GRID}
+    assert len({j.name for j in jobs}) == len(jobs) == 6
+
+
+def test_small_plan_runs_every_arm_and_seed_at_its_familys_lr(tmp_path):
+    recs = _simulate(SMALL, {"dense": 5e-3, "ultramem": 7e-3}, tmp_path)
+    got = sorted((r["key"], r["lr"], r["seed"]) for r in recs)
+    d = u = 6e-3                              # the grid optima: interior for both, no extension
+    want = [(a, lr, 0) for a in ("dense", "ultramem") for lr in GRID]
+    want += [("dense", d, s) for s in (1, 2)] + [("ultramem", u, s) for s in (1, 2)]
+    want += [("moe", d, s) for s in (0, 1, 2)] + [("pkm", u, s) for s in (0, 1, 2)]
+    want += [("ladder1", u, 0), ("ladder2", u, 0)]
+    assert got == sorted(want) and len(recs) == 18
+    assert chosen_lrs(SMALL, recs) == {"dense": d, "ultramem": u, "moe": d, "pkm": u, "ladder1": u, "ladder2": u}
+    assert bracketed(SMALL, "dense", recs) is True and bracketed(SMALL, "ultramem", recs) is True
+    assert all(r["run"].startswith(f"{r['key']}_st1000_lr") for r in recs)
+    assert len((tmp_path / "runs.jsonl").read_text().splitlines()) == 18
+    assert _simulate(SMALL, {"dense": 1.0, "ultramem": 1.0}, tmp_path) == recs   # resumed: nothing reruns
+
+
+@pytest.mark.parametrize("opt, tried, chosen, is_bracketed", [
+    (3e-2, [3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2], 2.4e-2, True),        # two extensions up, bracketed
+    (2e-2, [3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2], 2.4e-2, True),
+    (1.0, [3e-3, 6e-3, 1.2e-2, 2.4e-2, 4.8e-2], 4.8e-2, False),         # still at the edge: no third one
+    (1.6e-3, [7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2], 1.5e-3, True),      # down
+    (1e-5, [7.5e-4, 1.5e-3, 3e-3, 6e-3, 1.2e-2], 7.5e-4, False),
+])
+def test_extensions_until_bracketed_at_most_two(tmp_path, opt, tried, chosen, is_bracketed):
+    recs = _simulate(SMALL, {"dense": opt, "ultramem": 6e-3}, tmp_path)
+    grid0 = sorted(r["lr"] for r in recs if r["key"] == "dense" and r["seed"] == 0)
+    assert grid0 == pytest.approx(tried)
+    assert chosen_lrs(SMALL, recs)["dense"] == pytest.approx(chosen)
+    assert bracketed(SMALL, "dense", recs) is is_bracketed
+    assert sorted(r["seed"] for r in recs if r["key"] == "moe") == [0, 1, 2]
+    assert {r["lr"] for r in recs if r["key"] in ("moe",) or (r["key"] == "dense" and r["seed"] > 0)} \
+        == {chosen_lrs(SMALL, recs)["dense"]}
+    assert len(recs) == 18 + len(tried) - 3
+
+
+def test_one_extension_is_enough_when_it_brackets(tmp_path):
+    recs = _simulate(SMALL, {"dense": 6e-3, "ultramem": 1.5e-2}, tmp_path)
+    assert sorted(r["lr"] for r in recs if r["key"] == "ultramem" and r["seed"] == 0) == [3e-3, 6e-3, 1.2e-2, 2.4e-2]
+    # 0.0120 and 0.0240 straddle 0.015: the nearer in log2 is 0.012, interior now
+    assert chosen_lrs(SMALL, recs)["ultramem"] == 1.2e-2 and bracketed(SMALL, "ultramem", recs)
+    assert {r["lr"] for r in recs if r["key"] in ("pkm", "ladder1", "ladder2")} == {1.2e-2}
+    assert {r["lr"] for r in recs if r["key"] == "moe" or (r["key"] == "dense" and r["seed"])} == {6e-3}
+    assert len(recs) == 19
+
+
+def test_smoke_plan(tmp_path):
+    g = GROUPS["smoke"]
+    recs = _simulate(g, {"dense": 4e-3, "ultramem": 4e-3}, tmp_path)   # 3e-3 best, at the lower edge
+    assert sorted(r["lr"] for r in recs if r["key"] == "dense" and r["seed"] == 0) == [1.5e-3, 3e-3, 6e-3]
+    assert sorted((r["key"], r["seed"]) for r in recs if r["seed"] or r["key"] not in g.grid_arms) == sorted(
+        [("dense", 1), ("ultramem", 1), ("moe", 0), ("moe", 1), ("pkm", 0), ("pkm", 1), ("ladder1", 0),
+         ("ladder2", 0)])
+
+
+def test_records_of_another_budget_are_not_the_plans(tmp_path):
+    other = [dict(_rec(k, lr, s, 1.0), run=SMALL.job(k, lr, s).name.replace("_st1000_", "_st500_"), tag="st500")
+             for k in ("dense", "ultramem") for lr in GRID for s in (0, 1, 2)]
+    other += [dict(_rec("dense", 6e-3, 0, 1.0), run="dense_lr0.006_s0")]      # an untagged (old-style) name
+    assert planned_jobs([SMALL], other) == planned_jobs([SMALL], [])
+    assert chosen_lrs(SMALL, other) == {}
+    from ultramem.report import summarize
+
+    assert summarize(other, PLANS["small"], SMALL) == {}
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    recs = _simulate(SMALL, {"dense": 6e-3, "ultramem": 6e-3}, tmp_path)
+    assert len(recs) == 18 and all(r["tag"] == "st1000" for r in recs)
+
+
+def test_from_scratch_is_told_from_a_resume(tmp_path):
+    from ultramem.reproduce import starts_from_scratch
+
+    log, runs = tmp_path / "runs.jsonl", tmp_path / "runs"
+    assert starts_from_scratch(SMALL, log, runs)
+    log.write_text(json.dumps(dict(_rec("dense", 6e-3, 0, 1.0), run="dense_st500_lr0.006_s0")) + "\n")
+    assert starts_from_scratch(SMALL, log, runs)                       # another budget's run: not the plan's
+    (runs / "dense_st1000_lr0.003_s0" / "ckpt").mkdir(parents=True)
+    assert not starts_from_scratch(SMALL, log, runs)                   # a checkpoint of a planned run
+    log.write_text(json.dumps(_rec("dense", 6e-3, 0, 1.0)) + "\n")
+    assert not starts_from_scratch(SMALL, log, tmp_path / "elsewhere")   # a finished run of the plan
+
+
+def test_run_record_carries_select_by_and_the_job(tmp_path):
+    from ultramem.reproduce import job_runner
+
+    job = GROUPS["smoke"].job("ladder1", 6e-3, 1)
+    rec = job_runner("smoke", tmp_path)(job)
+    assert rec["run"] == job.name == "ladder1_st8_lr0.006_s1" and rec["key"] == "ladder1" and rec["tag"] == "st8"
+    assert rec["val_loss"] == rec["metrics"]["val_loss"] and math.isfinite(rec["val_loss"])
+    assert rec["arm"] == "pkm-rmsm-half-shq-qkln" and rec["family"] == "ultramem"
+    assert rec["lr"] == 6e-3 and rec["seed"] == 1 and rec["metrics"]["steps"] == 8
+    assert rec["config"]["train"]["seed"] == 1 and rec["config"]["model"]["mem"]["share_query"] is True
+    assert (tmp_path / job.name / "ckpt").is_dir()
+
+
+def test_run_fn_is_picklable_for_worker_processes(tmp_path):
+    import pickle
+
+    from ultramem.reproduce import _run_planned, job_runner
+
+    fn = pickle.loads(pickle.dumps(job_runner("small", tmp_path)))
+    assert fn.func is _run_planned and fn.args == (PLANS["small"], str(tmp_path), False)
 
 
 def test_flattening():
@@ -58,23 +169,45 @@ def test_claims_follow_the_floors():
     from ultramem.report import make_claims, make_floors, summarize
 
     plan = PLANS["small"]
-    recs = []
+    recs = [_rec(a, lr, 0, v) for a in ("dense", "ultramem") for lr, v in zip(GRID, (3.1, 3.05, 3.2))]
     for s in (0, 1, 2):
         recs.append(_rec("dense", 6e-3, s, 3.0 + 0.001 * s))
         recs.append(_rec("pkm", 6e-3, s, 2.95 + 0.001 * s, role="pkm"))
         recs.append(_rec("ultramem", 6e-3, s, 2.9 + 0.001 * s, role="ultramem"))
-    summary = summarize(recs, plan)
+    summary = summarize(recs, plan, SMALL)
+    assert summary["pkm"]["seeds"] == [0, 1, 2] and summary["pkm"]["lr"] == 6e-3
     floors = make_floors(summary)
     assert all(f["ok"] for f in floors)
     claims = {c["id"]: c for c in make_claims(summary, floors)}
     assert claims["ultramem_beats_pkm"]["status"] == REPRODUCED
     assert claims["ultramem_beats_dense"]["status"] == REPRODUCED
-    bad = [_rec(r["arm"], r["lr"], r["seed"], r["metrics"]["val_loss"], role=r["role"], nonemb=10**6) for r in recs]
-    summary = summarize(bad, plan)
+    bad = [_rec(r["key"], r["lr"], r["seed"], r["metrics"]["val_loss"], role=r["role"], nonemb=10**6) for r in recs]
+    summary = summarize(bad, plan, SMALL)
     floors = make_floors(summary)
     assert not floors[0]["ok"]
     claims = {c["id"]: c for c in make_claims(summary, floors)}
     assert claims["ultramem_beats_pkm"]["status"] == NOT_TESTABLE
+
+
+def test_report_records_the_plan_from_reprokit(tmp_path):
+    from ultramem.report import build_report
+
+    recs = _simulate(SMALL, {"dense": 3e-2, "ultramem": 1.0}, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = json.loads(build_report("small", recs, out, tmp_path, elapsed_s=12.0, from_scratch=True).read_text())
+    plan = res["protocol"]["plan"]
+    assert plan["tag"] == "st1000" and plan["max_extensions"] == 2 and plan["select_by"] == "val_loss"
+    assert plan["chosen_lrs"]["moe"] == 2.4e-2 and plan["chosen_lrs"]["pkm"] == 4.8e-2
+    assert plan["bracketed"] == {"dense": True, "ultramem": False}
+    assert sorted(plan["runs"]) == sorted(r["run"] for r in recs) and len(recs) == 22
+    assert res["protocol"]["invocation"] == {"wall_s": 12.0, "from_scratch": True}
+    rows = res["tables"]["lr_grid"]["rows"]
+    assert len(rows) == 10 and [r[3] for r in rows if r[3]] == ["chosen (bracketed)", "chosen (at the edge)"]
+    main = {r[0]: r for r in res["tables"]["main"]["rows"]}
+    assert main["moe"][1] == "0.024" and main["moe"][2] == 3 and main["pkm-rmsm-half-shq-qkln"][2] == 1
+    inv = json.loads((out / "wall_time.json").read_text())["invocations"]
+    assert inv[-1]["from_scratch"] is True and inv[-1]["runs_recorded"] == 22
 
 
 def test_first_small_results_replace_the_not_yet_run_paragraph(tmp_path):

@@ -1,16 +1,19 @@
-"""The reproduction plan: arms, LR grids, seeds, and which runs each stage holds (a pure function of the
-recorded base-grid results), plus the small numeric helpers the report shares (line fit, flattening).
+"""The reproduction plan: arms, sizes, and per scale one ``reprokit.plan.Group`` (LR grid, extensions until the
+optimum is bracketed, seeds, secondary arms at their family's LR), plus the small numeric helpers the report
+shares (line fit, flattening).
 
 See ``reproduce.py`` for the execution and ``report.py`` for the verdicts.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from reprokit.config import load_config
+from reprokit.plan import Group
 
 from .config import Cfg
 
@@ -47,19 +50,24 @@ def arm_oe(n: int, k: int, m: int, role: str = "main", unigram: bool = True, mtp
     return Arm(name, role, "oe", _oe_keys(n, k, m, unigram, mtp))
 
 
+# The sizes of each scale; ``plan_group`` turns one into the ``reprokit.plan.Group`` that schedules its runs.
+# ``lr_grid`` (ratio x2, the ratio of reprokit's extensions) is tried by the baseline and the main OE arm, seed 0,
+# extended beyond an edge until the best validation loss is bracketed (at most ``max_extensions`` times).
 PLANS: dict[str, dict] = {
     # seconds: synthetic tokens (V = 64), the tiny model of configs/smoke.yaml
-    "smoke": {"config": "smoke.yaml", "lr_grid": [5e-3, 1e-2], "seeds": [0, 1], "a1_seeds": [0], "main": (3, 1, 257),
-              "a1_m": [65, 257, 1025], "hierarchy_m": 257, "deep": 4, "mtp_weight": 0.1,
+    "smoke": {"config": "smoke.yaml", "lr_grid": [5e-3, 1e-2], "max_extensions": 2, "seeds": [0, 1],
+              "a1_seeds": [0], "main": (3, 1, 257), "a1_m": [65, 257, 1025], "hierarchy_m": 257, "deep": 4,
+              "mtp_weight": 0.1,
               "train": ["train.steps=12", "train.eval_every=3", "train.ckpt_every=6", "train.log_every=2"]},
     # the CPU reproduction: Brown + BPE 2048; sizing in configs/small.yaml and the README
-    "small": {"config": "small.yaml", "lr_grid": [3e-3, 6e-3, 1.2e-2], "seeds": [0, 1, 2], "a1_seeds": [0, 1],
-              "main": (3, 1, 65537), "a1_m": [1025, 4097, 16385, 65537, 262145], "hierarchy_m": 65537,
-              "deep": 4, "mtp_weight": 0.1, "train": []},
+    "small": {"config": "small.yaml", "lr_grid": [3e-3, 6e-3, 1.2e-2], "max_extensions": 2, "seeds": [0, 1, 2],
+              "a1_seeds": [0, 1], "main": (3, 1, 65537), "a1_m": [1025, 4097, 16385, 65537, 262145],
+              "hierarchy_m": 65537, "deep": 4, "mtp_weight": 0.1, "train": []},
 }
 
 
 def plan_arms(plan: dict) -> dict[str, Arm]:
+    """Report key (``base``, ``main``, ``a1:<m>``, ``deep``, ``hierarchy``, ``ot``) -> arm."""
     n, k, m = plan["main"]
     arms = {"base": arm_baseline(), "main": arm_oe(n, k, m)}
     for mm in plan["a1_m"]:
@@ -67,11 +75,38 @@ def plan_arms(plan: dict) -> dict[str, Arm]:
     arms["deep"] = arm_baseline(plan["deep"])
     arms["hierarchy"] = arm_oe(2, 1, plan["hierarchy_m"], role="hierarchy", unigram=False)
     arms["ot"] = arm_oe(n, k, m, role="ot", mtp=1)
+    names = [a.name for a in arms.values()]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two arms of the plan share a run-name stem: {names}")
     return arms
 
 
-def run_name(arm: Arm, lr: float, seed: int) -> str:
-    return f"{arm.name}_lr{lr:g}_s{seed}"
+def arms_by_name(plan: dict) -> dict[str, Arm]:
+    """Run-name stem (the ``reprokit.plan`` arm name, ``Job.arm``) -> arm."""
+    return {a.name: a for a in plan_arms(plan).values()}
+
+
+@functools.cache
+def plan_group(scale: str) -> Group:
+    """The plan of ``scale`` as one ``reprokit.plan.Group`` (arm names = run-name stems, ``Arm.name``):
+
+    * grid arms, also the seed arms (every seed of ``seeds`` at their chosen LR): the baseline and the main OE
+      arm, each on ``lr_grid`` (seed 0) extended until its best validation loss is bracketed;
+    * secondary arms at the chosen LR of their family's grid arm: the A1 sweep (OE family, the seeds of
+      ``a1_seeds``), the deeper baseline (baseline family), the hierarchy row and OT (OE family), seed 0;
+    * the budget tag ``st<steps>`` in every run name, so a run of another budget is never taken for these.
+    """
+    plan = PLANS[scale]
+    arms = plan_arms(plan)
+    grid = {"base": arms["base"].name, "oe": arms["main"].name}   # family -> its grid arm
+    # longest runs first (the deeper model, then the biggest tables), so the last ones to start are short
+    side = sorted((a for key, a in arms.items() if key not in ("base", "main")),
+                  key=lambda a: (a.role != "deep", -dict(a.keys).get("model.oe.m", 0)))
+    return Group(name="", lr_grid=tuple(plan["lr_grid"]), grid_arms=(grid["base"], grid["oe"]),
+                 select_by="val_loss", seeds=tuple(plan["seeds"]), seed_arms=(grid["base"], grid["oe"]),
+                 secondary={a.name: grid[a.family] for a in side},
+                 secondary_seeds={a.name: tuple(plan["a1_seeds"]) for a in side if a.role == "a1"},
+                 max_extensions=plan["max_extensions"], tag=f"st{base_config(scale).train.steps}")
 
 
 def base_config(scale: str) -> Cfg:
@@ -85,47 +120,6 @@ def job_config(plan: dict, arm: Arm, lr: float, seed: int) -> Cfg:
     if arm.role == "ot":
         over.append(f"model.mtp.weight={plan['mtp_weight']}")
     return load_config(Cfg, PKG_DIR / "configs" / plan["config"], list(plan["train"]) + over)
-
-
-# ---------------------------------------------------------------------------------------------- the plan
-def best_lr(records: list[dict], arm_name: str, lrs: list[float] | None = None) -> float | None:
-    """The LR of the lowest validation loss among the seed-0 runs of ``arm_name`` (restricted to ``lrs``)."""
-    rs = [r for r in records if r["arm"] == arm_name and r["seed"] == 0 and (lrs is None or r["lr"] in lrs)]
-    return min(rs, key=lambda r: r["metrics"]["val_loss"])["lr"] if rs else None
-
-
-def edge_extension(records: list[dict], arm_name: str, grid: list[float]) -> float | None:
-    """One LR beyond the edge of ``grid`` where the base-grid optimum of ``arm_name`` sits, else None."""
-    b = best_lr(records, arm_name, grid)
-    if b is None or len(grid) < 2:
-        return None
-    g = sorted(grid)
-    if b == g[-1]:
-        return float(f"{g[-1] * g[-1] / g[-2]:.6g}")
-    if b == g[0]:
-        return float(f"{g[0] * g[0] / g[1]:.6g}")
-    return None
-
-
-def stage_jobs(scale: str, stage: int, records: list[dict]) -> list[tuple[Arm, float, int]]:
-    """Jobs of a stage; stages 1 and 2 are functions of the recorded results of the earlier stages only."""
-    plan = PLANS[scale]
-    arms = plan_arms(plan)
-    grid = list(plan["lr_grid"])
-    if stage == 0:
-        return [(arms[a], lr, 0) for a in ("base", "main") for lr in grid]
-    if stage == 1:
-        out = []
-        for a in ("base", "main"):
-            ext = edge_extension(records, arms[a].name, grid)
-            if ext is not None:
-                out.append((arms[a], ext, 0))
-        return out
-    lr = {"base": best_lr(records, arms["base"].name), "oe": best_lr(records, arms["main"].name)}
-    jobs = [(arms[a], lr[arms[a].family], s) for a in ("base", "main") for s in plan["seeds"] if s != 0]
-    jobs += [(arms[a], lr[arms[a].family], s) for a in arms if a.startswith("a1:") for s in plan["a1_seeds"]]
-    jobs += [(arms[a], lr[arms[a].family], 0) for a in ("deep", "hierarchy", "ot")]
-    return jobs
 
 
 def tokens_per_param(rec: dict) -> float:

@@ -36,9 +36,19 @@ from reprokit.claims import (
     seed_noise,
 )
 from reprokit.config import to_dict
+from reprokit.plan import Group, bracketed, chosen_lrs, planned_jobs
 from reprokit.results import render_readme, write_results
 
-from .plan import PKG_DIR, PLANS, base_config, best_lr, fit_line, flattening_pct, plan_arms, tokens_per_param
+from .plan import (
+    PKG_DIR,
+    PLANS,
+    base_config,
+    fit_line,
+    flattening_pct,
+    plan_arms,
+    plan_group,
+    tokens_per_param,
+)
 
 NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
 RESULT_TABLES = ("main", "lr_grid", "vocab_law")
@@ -53,19 +63,27 @@ def _by_arm(records: list[dict], arm: str, lr: float | None) -> dict[int, dict]:
     return {r["seed"]: r for r in records if r["arm"] == arm and (lr is None or r["lr"] == lr)}
 
 
-def summarize(records: list[dict], plan: dict) -> dict[str, dict]:
-    """Per arm, at its family's chosen LR: per-seed metrics, means, spread."""
-    arms = plan_arms(plan)
-    lrs = {"base": best_lr(records, arms["base"].name), "oe": best_lr(records, arms["main"].name)}
+def plan_records(records: list[dict], group: Group) -> list[dict]:
+    """The records of the plan's own runs; any other (another budget tag, another naming) is ignored."""
+    ours = {j.name for j in planned_jobs([group], records)}
+    return [r for r in records if r["run"] in ours]
+
+
+def summarize(records: list[dict], scale: str) -> dict[str, dict]:
+    """Per arm, at its family's chosen LR (``reprokit.plan.chosen_lrs``): per-seed metrics, means, spread."""
+    group = plan_group(scale)
+    records = plan_records(records, group)
+    lrs = chosen_lrs(group, records)
     out = {}
-    for key, arm in arms.items():
-        runs = _by_arm(records, arm.name, lrs[arm.family])
+    for key, arm in plan_arms(PLANS[scale]).items():
+        lr = lrs.get(arm.name)
+        runs = {} if lr is None else _by_arm(records, arm.name, lr)
         if not runs:
             continue
         seeds = sorted(runs)
         ms = [runs[s]["metrics"] for s in seeds]
         test = [m["test_loss"] for m in ms]
-        e = {"key": key, "arm": arm.name, "role": arm.role, "lr": lrs[arm.family], "seeds": seeds,
+        e = {"key": key, "arm": arm.name, "role": arm.role, "lr": lr, "seeds": seeds,
              "test_loss_per_seed": {s: runs[s]["metrics"]["test_loss"] for s in seeds},
              "val_loss_per_seed": {s: runs[s]["metrics"]["val_loss"] for s in seeds},
              "test_loss": statistics.fmean(test), "test_loss_sd": statistics.stdev(test) if len(test) > 1 else None,
@@ -198,7 +216,7 @@ def make_claims(summary: dict, law: dict, floors: list[dict]) -> list[dict]:
     return claims
 
 
-def make_tables(summary: dict, records: list[dict], law: dict, plan: dict, data_label: str) -> dict:
+def make_tables(summary: dict, records: list[dict], law: dict, scale: str, data_label: str) -> dict:
     rows = []
     base = summary.get("base")
     order = ["base", "main", "deep", "ot", "hierarchy"] + sorted((k for k in summary if k.startswith("a1:")),
@@ -219,19 +237,26 @@ def make_tables(summary: dict, records: list[dict], law: dict, plan: dict, data_
                         "step time / baseline"], "rows": rows,
             "caption": f"{data_label}, test split (nats/token); every arm at its family's LR chosen on the "
                        "validation split (seed 0); Δ = mean over common seeds of the paired per-seed difference."}
+    group = plan_group(scale)
+    ours = plan_records(records, group)
+    chosen = chosen_lrs(group, ours)
+    seed0 = {arm: {r["lr"]: r["val_loss"] for r in ours if r["arm"] == arm and r["seed"] == 0}
+             for arm in group.grid_arms}
+    all_lrs = sorted({lr for got in seed0.values() for lr in got})
     lr_rows = []
-    arms = plan_arms(plan)
-    all_lrs = sorted({r["lr"] for r in records if r["arm"] in (arms["base"].name, arms["main"].name) and r["seed"] == 0})
-    for key in ("base", "main"):
-        name = arms[key].name
-        got = {r["lr"]: r["metrics"]["val_loss"] for r in records if r["arm"] == name and r["seed"] == 0}
+    for arm, got in seed0.items():
         if not got:
             continue
-        b = min(got, key=got.get)
-        inside = min(got) < b < max(got)
-        lr_rows.append([name, *[_f(got.get(lr)) for lr in all_lrs], f"{b:g}", "yes" if inside else "no"])
-    lr_grid = {"columns": ["arm", *[f"val loss @ {lr:g}" for lr in all_lrs], "best lr", "inside the grid"],
-               "rows": lr_rows, "caption": "Validation loss over the LR grid (seed 0), edge extensions included."}
+        inside = bracketed(group, arm, ours)
+        lr_rows.append([arm, *[_f(got.get(lr)) for lr in all_lrs],
+                        None if arm not in chosen else f"{chosen[arm]:g}",
+                        None if inside is None else ("yes" if inside else "no")])
+    lr_grid = {"columns": ["arm", *[f"val loss @ {lr:g}" for lr in all_lrs], "chosen lr", "bracketed"],
+               "rows": lr_rows,
+               "caption": "Validation loss over the LR grid (seed 0), extensions included: while the best LR sits at "
+                          "an edge of the LRs tried, one more beyond it (x2 or /2), at most "
+                          f"{group.max_extensions} times (reprokit.plan); bracketed = the chosen LR lies strictly "
+                          "inside the LRs tried."}
     law_rows = []
     fu = law.get("fit_unsaturated")
     a1 = {int(e["arm"].split("-m")[1]): k for k, e in summary.items() if k.startswith("a1:")}
@@ -318,33 +343,37 @@ def ensure_result_markers(paper_dir: Path) -> None:
     readme.write_text(text[:start] + "\n\n".join(blocks) + text[end:])
 
 
-def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str) -> float:
-    """Cumulative wall time over invocations (a resumed reproduction adds up), kept in wall_time.json."""
+def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool) -> float:
+    """Cumulative wall time over invocations (a resumed reproduction adds up), kept in wall_time.json; each
+    invocation says whether it started with none of the plan's runs finished (``from_scratch``)."""
     path = out / "wall_time.json"
     inv = json.loads(path.read_text())["invocations"] if (path.is_file() and scale != "smoke") else []
-    inv.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(elapsed_s, 1), "runs_recorded": n_runs})
+    inv.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(elapsed_s, 1), "runs_recorded": n_runs,
+                "from_scratch": from_scratch})
     path.write_text(json.dumps({"invocations": inv}, indent=1) + "\n")
     return sum(i["elapsed_s"] for i in inv)
 
 
 def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, elapsed_s: float = 0.0,
-                 render: bool = False) -> Path:
+                 render: bool = False, from_scratch: bool = False) -> Path:
     from .data import ngram_counts
     from .train import prepare_data
 
     plan = PLANS[scale]
+    group = plan_group(scale)
+    records = plan_records(records, group)
     cfg = base_config(scale)
     data = prepare_data(cfg)
     counts = ngram_counts(data, (2, 3))
-    summary = summarize(records, plan)
+    summary = summarize(records, scale)
     law = vocab_law(summary, plan, counts[2])
     floors = make_floors(summary)
     claims = make_claims(summary, law, floors)
     label = (f"Brown corpus, BPE {data.vocab_size}" if data.source == "brown"
              else f"{data.source} tokens, V = {data.vocab_size}")
-    tables = make_tables(summary, records, law, plan, label)
+    tables = make_tables(summary, records, law, scale, label)
     figures = make_figures(summary, law, records, out)
-    wall = _wall_time(out, elapsed_s, len(records), scale)
+    wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
     t = cfg.train
     protocol = {
         "data": {"source": cfg.data.source, "vocab_size": data.vocab_size,
@@ -354,16 +383,21 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
                      "tokens_per_run": t.steps * t.batch_size * t.seq_len, "schedule": t.schedule,
                      "warmup_frac": t.warmup_frac, "min_lr_frac": t.min_lr_frac, "optimizers":
                      "AdamW (dense) + SparseAdam (n-gram tables)" if t.sparse_tables else "AdamW"},
-        "plan": {k: v for k, v in plan.items() if k != "train"},
-        "selection": "each family's LR = lowest validation loss over the seed-0 grid (edge extension included); "
-                     "claims on the test split",
+        "plan": group.summary(records),
+        "sizes": {k: v for k, v in plan.items() if k != "train"},
+        "arms": {a.name: {"key": key, "role": a.role, "family": a.family, "keys": dict(a.keys)}
+                 for key, a in plan_arms(plan).items()},
+        "selection": "each family's LR = lowest validation loss over the seed-0 runs of its grid arm (the grid, "
+                     f"extended beyond an edge until bracketed, at most {group.max_extensions} times; "
+                     "reprokit.plan); claims on the test split",
+        "invocation": {"elapsed_s": round(elapsed_s, 1), "from_scratch": from_scratch},
         "noise": "larger seed std (ddof=1) of the test loss of the baseline and the main OE arm",
         "vocab_law": law, "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records},
     }
     arms = {e["arm"]: {k: v for k, v in e.items()} for e in summary.values()}
     path = write_results(out / "results.json", paper="overtok", scale=scale, arms=arms, tables=tables, claims=claims,
                          floors=floors, protocol=protocol, config=to_dict(cfg), seeds=plan["seeds"],
-                         wall_time_s=wall)
+                         wall_time_s=wall, extra={"from_scratch": from_scratch})
     if render:
         ensure_result_markers(PKG_DIR)
         render_readme(PKG_DIR, write=True)

@@ -1,37 +1,43 @@
-"""``reproduce --scale smoke|small``: the plan (which runs, decided from the base grid) and its execution.
+"""``reproduce --scale smoke|small``: the execution of the plan (``plan.plan_group``, a ``reprokit.plan.Group``).
 
-Plan (both scales; sizes in ``PLANS``), every run at identical tokens and data order per seed:
+Plan (both scales; sizes in ``plan.PLANS``), every run at identical tokens and data order per seed:
 
-* stage 0, the base grid: the baseline and the main OE arm (n = 3) at every LR of ``lr_grid``, seed 0;
-* stage 1, edge extensions, decided from stage 0 only: an arm whose best validation loss sits at an edge of
-  the grid gets one more LR beyond that edge (the grid's ratio), so the optimum is bracketed;
-* stage 2, at each family's chosen LR (best validation loss over stages 0-1, seed 0): the further seeds of
-  the baseline and the main arm (paired claims); the A1 vocabulary-law sweep (n = 2, k = 1 at every m of
-  ``a1_m``, OE family LR); the 2x-deeper baseline (baseline LR); the Table 3 hierarchy row (2-gram without
-  the 1-gram table, OE LR) and OT (main arm + one MTP-DS head at weight 0.1, OE LR); the A1 arms get the
-  seeds of ``a1_seeds``, the other secondary arms seed 0.
+* the LR grid: the baseline and the main OE arm (n = 3) at every LR of ``lr_grid``, seed 0; while an arm's
+  best validation loss (``val_loss``; never the test split the claims are judged on) sits at an edge of the
+  LRs it tried, one more LR beyond that edge (x2 or /2), at most ``max_extensions`` (2) times;
+* at each family's chosen LR (best validation loss over its seed-0 runs): the further seeds of the baseline and
+  the main arm (paired claims); the A1 vocabulary-law sweep (n = 2, k = 1 at every m of ``a1_m``, OE family
+  LR, the seeds of ``a1_seeds``); the 2x-deeper baseline (baseline LR); the Table 3 hierarchy row (2-gram
+  without the 1-gram table, OE LR) and OT (main arm + one MTP-DS head at weight 0.1, OE LR), seed 0.
 
-The plan is a pure function of the recorded base-grid results, so resuming never changes the run set.
-``results/<scale>/runs.jsonl`` gets one record per finished run (name, every varying key, final metrics,
-logged curves); a recorded run is never recomputed. Unfinished runs resume from their own checkpoints under
-``runs/<scale>/<run name>/``. ``smoke`` (synthetic tokens, seconds) writes only to ``runs/smoke/`` and never
-touches ``results/`` or the README; ``small`` ends with ``report.build_report`` (results.json, figures,
-README re-render).
+There are no stages: ``reprokit.plan.run_jobs`` re-derives the plan after every finished run, so a run that a
+result calls for (an extension, the further seeds, a secondary arm once its family's LR is decided) starts as
+soon as a worker is free. The plan is a pure function of the finished records of its own runs (run names carry
+the arm, the budget tag ``st<steps>``, the LR and the seed: ``oe-n3k1-m65537_st1400_lr0.006_s1``), so
+resuming never changes the run set. ``results/<scale>/runs.jsonl`` gets one record per finished run (name,
+every varying key, ``val_loss``, final metrics, logged curves) as soon as it finishes; a recorded run is never
+recomputed, and unfinished runs resume from their own checkpoints under ``runs/<scale>/<run name>/``. A failed
+run stops new ones; the running ones finish and are recorded, then the error is raised. ``smoke`` (synthetic
+tokens, seconds) always starts from scratch, writes only to ``runs/smoke/`` and never touches ``results/`` or
+the README; ``small`` ends with ``report.build_report`` (results.json, figures, README re-render).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from pathlib import Path
 
 from reprokit.config import to_dict
+from reprokit.plan import Job, planned_jobs, run_jobs
+from reprokit.runs import read_jsonl
 
-from .plan import PKG_DIR, PLANS, Arm, job_config, run_name, stage_jobs
+from .plan import PKG_DIR, PLANS, Arm, arms_by_name, job_config, plan_group
 
 
 # ------------------------------------------------------------------------------------------- execution
@@ -52,9 +58,10 @@ def _read_curve(run_dir: Path) -> tuple[list, list]:
     return sorted(train.items()), sorted(val.items())
 
 
-def run_job(plan: dict, arm: Arm, lr: float, seed: int, runs_dir: str, threads: int = 1, quiet: bool = True) -> dict:
-    """Train one run (resuming its own checkpoint) and return its runs.jsonl record. ``plan`` travels with
-    the job, so a worker process trains exactly what the parent planned."""
+def run_job(plan: dict, arm: Arm, lr: float, seed: int, runs_dir: str, name: str, threads: int = 1,
+            quiet: bool = True) -> dict:
+    """Train one run in ``runs_dir/name`` (resuming its own checkpoint) and return its runs.jsonl record.
+    ``plan`` travels with the job, so a worker process trains exactly what the parent planned."""
     import torch
 
     from .train import train
@@ -62,7 +69,6 @@ def run_job(plan: dict, arm: Arm, lr: float, seed: int, runs_dir: str, threads: 
     torch.set_num_threads(threads)
     cfg = job_config(plan, arm, lr, seed)
     cfg.train.threads = threads
-    name = run_name(arm, lr, seed)
     out = Path(runs_dir) / name
     t0 = time.perf_counter()
     metrics = train(cfg, out, quiet=quiet)
@@ -71,68 +77,52 @@ def run_job(plan: dict, arm: Arm, lr: float, seed: int, runs_dir: str, threads: 
     for old in ckpts[:-1]:  # finished: the newest checkpoint is all that is worth keeping
         shutil.rmtree(old, ignore_errors=True)
     tr, va = _read_curve(out)
+    # ``val_loss`` at top level: the key the plan chooses LRs on (reprokit.plan's ``select_by``)
     return {"run": name, "arm": arm.name, "role": arm.role, "family": arm.family, "lr": lr, "seed": seed,
             "varying": {**{k: v for k, v in arm.keys}, "train.lr": lr, "train.seed": seed},
-            "metrics": metrics, "curve": tr, "val_curve": va, "wall_s": wall, "config": to_dict(cfg)}
+            "val_loss": metrics["val_loss"], "metrics": metrics, "curve": tr, "val_curve": va, "wall_s": wall,
+            "config": to_dict(cfg)}
 
 
-def _job_entry(args: tuple) -> dict:
-    return run_job(*args)
+def _run_job(plan: dict, runs_dir: str, quiet: bool, job: Job) -> dict:
+    """``run_fn`` of ``reprokit.plan.run_jobs`` (module-level, so spawned workers can unpickle it): the job's
+    arm name -> the plan's arm, trained in ``runs_dir/<run name>``; the record carries the budget tag."""
+    arm = arms_by_name(plan)[job.arm]
+    rec = run_job(plan, arm, job.lr, job.seed, runs_dir, job.name, threads=1, quiet=quiet)
+    return {**rec, "tag": job.tag}
 
 
-def _load_records(path: Path) -> dict[str, dict]:
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out[r["run"]] = r
-    return out
+def job_runner(scale: str, runs_dir: Path, quiet: bool = True) -> Callable[[Job], dict]:
+    """The picklable ``run_fn`` of ``scale``: ``job -> record``."""
+    return functools.partial(_run_job, PLANS[scale], str(runs_dir), quiet)
 
 
-def execute(scale: str, out: Path, runs_dir: Path, workers: int = 1) -> list[dict]:
-    """Run the plan stage by stage (missing runs only), appending each finished record to runs.jsonl."""
+def _print_record(scale: str, rec: dict) -> None:
+    m = rec["metrics"]
+    print(f"[{scale}] {rec['run']}: val {m['val_loss']:.4f} test {m['test_loss']:.4f} ({rec['wall_s']:.0f} s)",
+          flush=True)
+
+
+def execute(scale: str, out: Path, runs_dir: Path, workers: int = 1,
+            run_fn: Callable[[Job], dict] | None = None) -> tuple[list[dict], bool]:
+    """Run the missing runs of the plan, appending each finished record to ``out/runs.jsonl`` at once.
+
+    Returns ``(the plan's records, from_scratch)``; ``from_scratch``: none of the plan's runs was finished when
+    this invocation started (so its wall time is the whole plan's). ``run_fn`` (default: train the job) is for
+    the tests."""
+    group = plan_group(scale)
     log = out / "runs.jsonl"
-    done = _load_records(log)
+    before = read_jsonl(log) if log.is_file() else []
+    ours = {j.name for j in planned_jobs([group], before)}
+    from_scratch = not any(r["run"] in ours for r in before)
     runs_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, int(workers))
-    for stage in (0, 1, 2):
-        jobs = [j for j in stage_jobs(scale, stage, list(done.values())) if run_name(*j) not in done]
-        if not jobs:
-            continue
-        print(f"[{scale}] stage {stage}: {len(jobs)} runs ({workers} worker{'s' * (workers > 1)})", flush=True)
-        # longest first: the deeper model and the biggest tables
-        jobs.sort(key=lambda j: (j[0].role != "deep", -dict(j[0].keys).get("model.oe.m", 0)))
-
-        def record(rec: dict) -> None:
-            with open(log, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            done[rec["run"]] = rec
-            m = rec["metrics"]
-            print(f"[{scale}] {rec['run']}: val {m['val_loss']:.4f} test {m['test_loss']:.4f} "
-                  f"({rec['wall_s']:.0f} s)", flush=True)
-
-        failed = []
-        if workers == 1:
-            for arm, lr, seed in jobs:
-                record(run_job(PLANS[scale], arm, lr, seed, str(runs_dir), 1, quiet=scale == "smoke"))
-        else:
-            import multiprocessing as mp
-
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
-                futs = {ex.submit(_job_entry, (PLANS[scale], arm, lr, seed, str(runs_dir), 1, True)): run_name(arm, lr, seed)
-                        for arm, lr, seed in jobs}
-                for f in as_completed(futs):
-                    try:
-                        record(f.result())
-                    except Exception as e:  # keep the other workers' runs; fail after the stage
-                        failed.append(f"{futs[f]}: {type(e).__name__}: {e}")
-                        print(f"[{scale}] FAILED {failed[-1]}", flush=True)
-        if failed:
-            raise RuntimeError(f"{len(failed)} run(s) of stage {stage} failed (the finished ones are recorded; "
-                               "rerun to resume): " + "; ".join(failed))
-    return list(done.values())
+    print(f"[{scale}] plan {group.tag}: {len(ours)} runs determined so far, "
+          f"{sum(r['run'] in ours for r in before)} finished ({workers} worker{'s' * (workers > 1)})", flush=True)
+    run_fn = run_fn or job_runner(scale, runs_dir, quiet=scale == "smoke" or workers > 1)
+    records = run_jobs([group], log, run_fn, workers=workers,
+                       on_record=functools.partial(_print_record, scale))
+    return records, from_scratch
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -153,9 +143,10 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         runs_dir = (Path(out_dir) / "runs") if out_dir else PKG_DIR / "runs" / scale
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    records = execute(scale, out, runs_dir, workers)
+    records, from_scratch = execute(scale, out, runs_dir, workers)
     elapsed = time.perf_counter() - t0
-    path = build_report(scale, records, out, runs_dir, elapsed_s=elapsed,
+    path = build_report(scale, records, out, runs_dir, elapsed_s=elapsed, from_scratch=from_scratch,
                         render=(scale == "small" and out_dir is None))
-    print(f"[{scale}] results: {path} ({elapsed:.0f} s this invocation)", file=sys.stderr, flush=True)
+    print(f"[{scale}] results: {path} ({elapsed:.0f} s this invocation, "
+          f"{'from scratch' if from_scratch else 'resumed'})", file=sys.stderr, flush=True)
     return path

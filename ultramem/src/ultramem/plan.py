@@ -1,6 +1,7 @@
 """The reproduction plan: arms (dense, MoE, PKM, the mini-ladder, UltraMem) at matched activated MACs and
-sparse parameters, LR grids, seeds, and which runs each stage holds (a pure function of the recorded
-base-grid results), plus the helpers the report shares (tokens per parameter, flattening).
+sparse parameters (``PLANS``: the sizes), and which runs the plan holds (``GROUPS``: one
+``reprokit.plan.Group`` per scale -- LR grid, seeds, the LR each arm borrows), plus the helpers the report
+shares (tokens per parameter, flattening).
 
 See ``reproduce.py`` for the execution and ``report.py`` for the verdicts.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reprokit.config import load_config
+from reprokit.plan import Group
 
 from .config import Cfg
 
@@ -24,7 +26,7 @@ class Arm:
 
     name: str
     role: str                          # dense | moe | pkm | ultramem | ladder
-    family: str                        # whose chosen LR it uses: "dense" or "ultramem"
+    family: str                        # whose chosen LR it uses: "dense" or "ultramem" (``FAMILY``)
     keys: tuple[tuple[str, object], ...]
 
     def overrides(self) -> list[str]:
@@ -109,15 +111,37 @@ _SMALL_MEM = {"heads": 2, "topm": 16, "k_dim": 16, "n_pkm": 96, "n_half": 136, "
 _SMOKE_MEM = {"heads": 2, "topm": 4, "k_dim": 16, "n_pkm": 16, "n_half": 16, "n_ive": 32,
               "placement_pkm": "1:1", "placement_skip": "0:1"}
 
+# The sizes of each scale's arms (the runs themselves: ``GROUPS``).
 PLANS: dict[str, dict] = {
     # seconds: synthetic tokens (V = 64), the tiny model of configs/smoke.yaml
-    "smoke": {"config": "smoke.yaml", "lr_grid": [3e-3, 6e-3], "seeds": [0, 1], "dense_ffn": 64,
+    "smoke": {"config": "smoke.yaml", "dense_ffn": 64,
               "moe": {"experts": 4, "top_k": 2, "expert_hidden": 32, "layers": [1]}, "mem": _SMOKE_MEM,
               "train": ["train.steps=8", "train.eval_every=2", "train.ckpt_every=4", "train.log_every=2"]},
     # the CPU reproduction: Brown + BPE 2048; sizing in configs/small.yaml and the README
-    "small": {"config": "small.yaml", "lr_grid": [3e-3, 6e-3, 1.2e-2], "seeds": [0, 1, 2], "dense_ffn": 256,
+    "small": {"config": "small.yaml", "dense_ffn": 256,
               "moe": {"experts": 24, "top_k": 2, "expert_hidden": 128, "layers": [1]}, "mem": _SMALL_MEM,
               "train": []},
+}
+
+
+GRID_ARMS = ("dense", "ultramem")        # the arms whose LR is tuned on the grid (seed 0)
+FAMILY = {"moe": "dense", "pkm": "ultramem", "ladder1": "ultramem", "ladder2": "ultramem"}   # arm -> LR source
+SEED_ARMS = ("dense", "ultramem", "pkm", "moe")     # the arms of the claims: every seed of the group
+
+
+def _group(lr_grid: tuple[float, ...], seeds: tuple[int, ...], steps: int) -> Group:
+    """The runs of one scale (``reprokit.plan``): dense and UltraMem on the LR grid at seed 0, extended x2 or
+    /2 beyond an edge optimum (by validation loss) at most twice; at the chosen LRs the further seeds of
+    dense and UltraMem, every seed of PKM and MoE (PKM at UltraMem's LR, MoE at the dense LR), and the two
+    ladder steps at seed 0 (UltraMem's LR). ``tag``: the training budget, so runs of another budget never
+    count as these."""
+    return Group(name="", lr_grid=lr_grid, grid_arms=GRID_ARMS, select_by="val_loss", seeds=seeds,
+                 seed_arms=SEED_ARMS, secondary=dict(FAMILY), max_extensions=2, tag=f"st{steps}")
+
+
+GROUPS: dict[str, Group] = {
+    "smoke": _group((3e-3, 6e-3), (0, 1), 8),               # steps: configs/smoke.yaml (tested)
+    "small": _group((3e-3, 6e-3, 1.2e-2), (0, 1, 2), 1000),  # steps: configs/small.yaml (tested)
 }
 
 
@@ -132,17 +156,14 @@ def plan_arms(plan: dict) -> dict[str, Arm]:
 
 
 def _plan_arms(plan: dict) -> dict[str, Arm]:
+    """Plan key (a ``reprokit.plan.Job.arm``) -> the member's Arm."""
     return {"dense": Arm("dense", "dense", "dense", dense_keys(plan)),
-            "moe": Arm("moe", "moe", "dense", moe_keys(plan)),
-            "pkm": Arm("pkm", "pkm", "ultramem", memory_arm_keys(plan, "pkm")),
-            "ladder1": Arm("pkm-rmsm-half-shq-qkln", "ladder", "ultramem", memory_arm_keys(plan, "ladder1")),
-            "ladder2": Arm("pkm-rmsm-half-shq-qkln-ive-tdqkr-mcs-skip", "ladder", "ultramem",
+            "moe": Arm("moe", "moe", FAMILY["moe"], moe_keys(plan)),
+            "pkm": Arm("pkm", "pkm", FAMILY["pkm"], memory_arm_keys(plan, "pkm")),
+            "ladder1": Arm("pkm-rmsm-half-shq-qkln", "ladder", FAMILY["ladder1"], memory_arm_keys(plan, "ladder1")),
+            "ladder2": Arm("pkm-rmsm-half-shq-qkln-ive-tdqkr-mcs-skip", "ladder", FAMILY["ladder2"],
                            memory_arm_keys(plan, "ladder2")),
             "ultramem": Arm("ultramem", "ultramem", "ultramem", memory_arm_keys(plan, "ultramem"))}
-
-
-def run_name(arm: Arm, lr: float, seed: int) -> str:
-    return f"{arm.name}_lr{lr:g}_s{seed}"
 
 
 def base_config(scale: str) -> Cfg:
@@ -154,58 +175,6 @@ def job_config(plan: dict, arm: Arm, lr: float, seed: int) -> Cfg:
     """The config of one run: the plan's base config and overrides, then the arm's keys, LR and seed."""
     over = arm.overrides() + [f"train.lr={lr}", f"train.seed={seed}"]
     return load_config(Cfg, PKG_DIR / "configs" / plan["config"], list(plan["train"]) + over)
-
-
-# ---------------------------------------------------------------------------------------------- the plan
-def best_lr(records: list[dict], arm_name: str, lrs: list[float] | None = None) -> float | None:
-    """The LR of the lowest validation loss among the seed-0 runs of ``arm_name`` (restricted to ``lrs``)."""
-    rs = [r for r in records if r["arm"] == arm_name and r["seed"] == 0 and (lrs is None or r["lr"] in lrs)]
-    return min(rs, key=lambda r: r["metrics"]["val_loss"])["lr"] if rs else None
-
-
-def edge_extension(records: list[dict], arm_name: str, grid: list[float]) -> float | None:
-    """One LR beyond the edge of ``grid`` where the base-grid optimum of ``arm_name`` sits, else None."""
-    b = best_lr(records, arm_name, grid)
-    if b is None or len(grid) < 2:
-        return None
-    g = sorted(grid)
-    if b == g[-1]:
-        return float(f"{g[-1] * g[-1] / g[-2]:.6g}")
-    if b == g[0]:
-        return float(f"{g[0] * g[0] / g[1]:.6g}")
-    return None
-
-
-GRID_ARMS = ("dense", "ultramem")        # the arms whose LR is tuned on the grid (seed 0)
-
-
-def chosen_lrs(records: list[dict], plan: dict) -> dict[str, float | None]:
-    arms = plan_arms(plan)
-    return {fam: best_lr(records, arms[fam].name) for fam in GRID_ARMS}
-
-
-def stage_jobs(scale: str, stage: int, records: list[dict]) -> list[tuple[Arm, float, int]]:
-    """Jobs of a stage; stages 1 and 2 are functions of the recorded results of the earlier stages only:
-    0 the LR grid of dense and UltraMem (seed 0); 1 one LR beyond an edge where an arm's own seed-0 optimum
-    sits; 2 at each family's chosen LR: the further seeds of dense and UltraMem, every seed of PKM and MoE,
-    and the two mini-ladder steps (seed 0)."""
-    plan = PLANS[scale]
-    arms = plan_arms(plan)
-    grid = list(plan["lr_grid"])
-    if stage == 0:
-        return [(arms[a], lr, 0) for a in GRID_ARMS for lr in grid]
-    if stage == 1:
-        out = []
-        for a in GRID_ARMS:
-            ext = edge_extension(records, arms[a].name, grid)
-            if ext is not None:
-                out.append((arms[a], ext, 0))
-        return out
-    lr = chosen_lrs(records, plan)
-    jobs = [(arms[a], lr[a], s) for a in GRID_ARMS for s in plan["seeds"] if s != 0]
-    jobs += [(arms[a], lr[arms[a].family], s) for a in ("pkm", "moe") for s in plan["seeds"]]
-    jobs += [(arms[a], lr[arms[a].family], 0) for a in ("ladder1", "ladder2")]
-    return jobs
 
 
 def tokens_per_param(rec: dict) -> float:

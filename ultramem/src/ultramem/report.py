@@ -24,9 +24,10 @@ from pathlib import Path
 
 from reprokit.claims import floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
+from reprokit.plan import Group, bracketed, chosen_lrs, lr_decision
 from reprokit.results import render_readme, write_results
 
-from .plan import PKG_DIR, PLANS, base_config, chosen_lrs, flattening_pct, plan_arms, tokens_per_param
+from .plan import GROUPS, PKG_DIR, PLANS, base_config, flattening_pct, plan_arms, tokens_per_param
 
 NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
 NOT_YET_RUN_INTRO = "**Our small reproduction has not been run yet.**"
@@ -34,20 +35,27 @@ RESULT_TABLES = ("main", "lr_grid")
 ORDER = ("dense", "moe", "pkm", "ladder1", "ladder2", "ultramem")
 
 
-def summarize(records: list[dict], plan: dict) -> dict[str, dict]:
-    """Per arm, at its family's chosen LR: per-seed metrics, means, spread."""
+def summarize(records: list[dict], plan: dict, group: Group) -> dict[str, dict]:
+    """Per arm, at its family's chosen LR (``reprokit.plan.chosen_lrs`` of ``group``), over the plan's seeds
+    of that arm: per-seed metrics, means, spread. Only the plan's own runs count (same names, so the same
+    budget tag)."""
     arms = plan_arms(plan)
-    lrs = chosen_lrs(records, plan)
+    lrs = chosen_lrs(group, records)
+    done = {r["run"]: r for r in records}
     out = {}
     for key, arm in arms.items():
-        lr = lrs[arm.family]
-        runs = {r["seed"]: r for r in records if r["arm"] == arm.name and r["lr"] == lr}
+        if key not in lrs:
+            continue
+        lr = lrs[key]
+        names = {s: group.job(key, lr, s).name for s in group.seeds_of(key)}
+        runs = {s: done[n] for s, n in names.items() if n in done}
         if not runs:
             continue
         seeds = sorted(runs)
         ms = [runs[s]["metrics"] for s in seeds]
         test = [m["test_loss"] for m in ms]
         out[key] = {"key": key, "arm": arm.name, "role": arm.role, "lr": lr, "seeds": seeds,
+                    "runs": [runs[s]["run"] for s in seeds], "lr_bracketed": bracketed(group, arm.family, records),
                     "test_loss_per_seed": {s: runs[s]["metrics"]["test_loss"] for s in seeds},
                     "test_loss": statistics.fmean(test),
                     "test_loss_sd": statistics.stdev(test) if len(test) > 1 else None,
@@ -105,7 +113,7 @@ def make_claims(summary: dict, floors: list[dict]) -> list[dict]:
     return claims
 
 
-def make_tables(summary: dict, records: list[dict]) -> dict:
+def make_tables(summary: dict, records: list[dict], group: Group) -> dict:
     rows = []
     for k in ORDER:
         e = summary.get(k)
@@ -116,13 +124,23 @@ def make_tables(summary: dict, records: list[dict]) -> dict:
                      None if e["test_loss_sd"] is None else f"{e['test_loss_sd']:.4f}",
                      f"{statistics.fmean(d):+.4f}" if d else None, e["activated_macs"], e["sparse_params"],
                      round(1000 * e["s_per_step"]) if e["s_per_step"] else None])
-    grid = sorted(([r["arm"], f"{r['lr']:g}", f"{r['metrics']['val_loss']:.4f}"] for r in records
-                   if r["seed"] == 0 and r["arm"] in ("dense", "ultramem")), key=lambda x: (x[0], float(x[1])))
+    done = {r["run"]: r for r in records}
+    lrs = chosen_lrs(group, records)
+    grid = []
+    for arm in group.grid_arms:          # the plan's seed-0 grid runs of each arm, extensions included
+        decided, _, jobs = lr_decision(group, arm, done)
+        br = bracketed(group, arm, records)
+        for j in sorted(jobs, key=lambda j: j.lr):
+            if j.name in done:
+                chosen = "" if not decided or j.lr != lrs.get(arm) else (
+                    "chosen" + (" (bracketed)" if br else " (at the edge)"))
+                grid.append([arm, f"{j.lr:g}", f"{done[j.name]['metrics']['val_loss']:.4f}", chosen])
     return {"main": {"columns": ["arm", "lr", "seeds", "test loss", "seed sd", "UltraMem gain vs this arm",
                                  "activated MACs/token", "sparse params", "ms/step"], "rows": rows,
                      "caption": "each arm at its family's chosen LR; UltraMem vs MoE is reported, not asserted"},
-            "lr_grid": {"columns": ["arm", "lr", "val loss (seed 0)"], "rows": grid,
-                        "caption": "the LR grid (seed 0) with its edge extensions"}}
+            "lr_grid": {"columns": ["arm", "lr", "val loss (seed 0)", "choice"], "rows": grid,
+                        "caption": f"the LR grid (seed 0) with its edge extensions (x2 or /2, at most "
+                                   f"{group.max_extensions}); 'at the edge': still unbracketed after them"}}
 
 
 def make_figures(summary: dict, records: list[dict], out: Path) -> list[str]:
@@ -132,8 +150,7 @@ def make_figures(summary: dict, records: list[dict], out: Path) -> list[str]:
     axes = fig.subplots(1, 2)
     for key in ORDER:
         e = summary.get(key)
-        rec = e and next((r for r in records if r["arm"] == e["arm"] and r["lr"] == e["lr"] and r["seed"] == 0),
-                         None)
+        rec = e and next((r for r in records if r["run"] == e["runs"][0]), None)
         if not rec:
             continue
         for ax, curve in zip(axes, ("curve", "val_curve")):
@@ -166,39 +183,45 @@ def ensure_result_markers(paper_dir: Path) -> None:
     readme.write_text(text[:start] + "\n\n".join(blocks) + text[end:])
 
 
-def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str) -> float:
+def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool) -> float:
     path = out / "wall_time.json"
     inv = json.loads(path.read_text())["invocations"] if (path.is_file() and scale != "smoke") else []
-    inv.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(elapsed_s, 1), "runs_recorded": n_runs})
+    inv.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(elapsed_s, 1), "runs_recorded": n_runs,
+                "from_scratch": from_scratch})
     path.write_text(json.dumps({"invocations": inv}, indent=1) + "\n")
     return sum(i["elapsed_s"] for i in inv)
 
 
 def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, elapsed_s: float = 0.0,
-                 render: bool = False) -> Path:
-    plan = PLANS[scale]
+                 from_scratch: bool = False, render: bool = False) -> Path:
+    """``from_scratch``: this invocation started with none of the plan's runs finished (its wall time is the
+    whole plan's)."""
+    plan, group = PLANS[scale], GROUPS[scale]
     cfg = base_config(scale)
-    summary = summarize(records, plan)
+    summary = summarize(records, plan, group)
     floors = make_floors(summary)
     claims = make_claims(summary, floors)
-    tables = make_tables(summary, records)
+    tables = make_tables(summary, records, group)
     figures = make_figures(summary, records, out)
-    wall = _wall_time(out, elapsed_s, len(records), scale)
+    wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
     t = cfg.train
     protocol = {
         "training": {"steps": t.steps, "batch_size": t.batch_size, "seq_len": t.seq_len,
                      "tokens_per_run": t.steps * t.batch_size * t.seq_len, "schedule": t.schedule,
                      "warmup_frac": t.warmup_frac, "min_lr_frac": t.min_lr_frac,
                      "optimizer": "AdamW (values: own group, LR x value_lr_mult)"},
-        "plan": {k: v for k, v in plan.items() if k != "train"},
-        "selection": "dense and UltraMem LRs = lowest validation loss over their own seed-0 grid (edge extension "
-                     "included); MoE uses the dense LR, PKM and the ladder the UltraMem LR; claims on the test split",
+        "plan": group.summary(records),
+        "sizes": {k: v for k, v in plan.items() if k != "train"},
+        "selection": "dense and UltraMem LRs = lowest validation loss over their own seed-0 runs (reprokit.plan: "
+                     "the grid, extended x2 or /2 beyond an edge optimum at most twice); MoE uses the dense LR, "
+                     "PKM and the ladder the UltraMem LR; claims on the test split",
+        "invocation": {"wall_s": round(elapsed_s, 1), "from_scratch": from_scratch},
         "noise": "largest seed std (ddof=1) of the test loss over dense, PKM and UltraMem",
         "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records},
     }
     arms = {e["arm"]: dict(e) for e in summary.values()}
     path = write_results(out / "results.json", paper="ultramem", scale=scale, arms=arms, tables=tables,
-                         claims=claims, floors=floors, protocol=protocol, config=to_dict(cfg), seeds=plan["seeds"],
+                         claims=claims, floors=floors, protocol=protocol, config=to_dict(cfg), seeds=list(group.seeds),
                          wall_time_s=wall)
     if render:
         ensure_result_markers(PKG_DIR)
