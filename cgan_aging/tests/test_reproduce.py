@@ -90,6 +90,44 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 13
 
 
+def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
+    """The baseline diverges at the top grid LR (its best trained LR 2e-4 is then bracketed) and C-GAN loses
+    seed 2: the report builds, the LR table says ``diverged``, and the claims pair the seeds that trained."""
+    import re
+
+    calls: list[str] = []
+    fake = _fake_run_one(calls)
+    t = rp.PLANS["small"].tag
+    diverge = {f"baseline_{t}_lr0.0004_s0", f"cgan_{t}_lr0.0004_s2"}
+
+    def run_one(cfg_path, spec, run_dir, cache_dir):
+        if spec.name in diverge:
+            calls.append(spec.name)
+            raise FloatingPointError(f"non-finite loss at step 3: G nan, D nan ({spec.name})")
+        return fake(cfg_path, spec, run_dir, cache_dir)
+
+    monkeypatch.setattr(rp, "run_one", run_one)
+    out = tmp_path / "small"
+    res = load_results(rp.run_reproduce("small", out_dir=str(out)))
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"] == {"baseline": 2e-4, "cgan": 4e-4, "cgan_noneg": 4e-4}
+    assert plan["bracketed"] == {"baseline": True, "cgan": True}
+    assert sorted(res["diverged_runs"]) == sorted(diverge)
+    rows = {r[0]: r for r in res["tables"]["lr_grid"]["rows"]}
+    assert rows["0.0004"][1] == "diverged" and rows["0.0002"][1].endswith("◀ chosen")
+    assert rows["0.0008 (extension)"][1] == "—"                      # the baseline never tried it
+    main = [(r[1], r[2]) for r in res["tables"]["main"]["rows"]]
+    assert main == [("0.0002", 3), ("0.0004", 2), ("0.0004", 1)]
+    assert res["arms"]["cgan"]["seeds"] == [0, 1] and f"cgan_{t}_lr0.0004_s2" in res["tables"]["main"]["caption"]
+    gt = next(c for c in res["claims"] if c["id"] == "gt_error")
+    per_seed = re.search(r"GT L1: improvement \S+ \(per seed ([^;]*);", gt["evidence"]).group(1)
+    assert len(per_seed.split(", ")) == 2 and gt["status"] == "reproduced"     # seeds 0 and 1, paired
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))      # resumed: a diverged run is never retried
+    assert calls == []
+
+
 def test_report_reads_each_arm_at_its_chosen_lr():
     recs = [{"run": f"{a}_{lr}_{s}", "arm": a, "lr": lr, "seed": s} for a in ("baseline", "cgan")
             for lr in (1e-4, 2e-4) for s in (0, 1)]

@@ -107,6 +107,45 @@ def test_chosen_lr_flows_into_every_arm(tmp_path, monkeypatch):
     assert res["tables"]["indoor"]["rows"][0][1] == 3 and "parser lr 0.002" in res["tables"]["indoor"]["caption"]
 
 
+def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
+    """Source-only diverges at the top grid LR (its best trained LR 1e-3 is then bracketed, although the fake
+    mIoU keeps rising with the LR) and full loses seed 1 on indoor: the report builds, the LR table says
+    ``diverged``, every arm runs at 1e-3, and the indoor claims pair the seeds that trained."""
+    import re
+
+    calls: list = []
+    fake = _fake(calls, 4e-3)
+    tag = rp.PLANS["small"]["group"].tag
+    diverge = {f"source_only_{tag}_lr0.002_s0", f"full-indoor_{tag}_lr0.001_s1"}
+
+    def run_one(cfg_path, job, run_dir, overrides):
+        if job.name in diverge:
+            calls.append((job.name, overrides))
+            raise FloatingPointError(f"non-finite loss at step 5: {{'seg': nan}} ({job.name})")
+        return fake(cfg_path, job, run_dir, overrides)
+
+    monkeypatch.setattr(rp, "run_one", run_one)
+    res = load_results(rp.run_reproduce("small", out_dir=str(tmp_path)))
+    plan = res["protocol"]["plan"]
+    assert math.isclose(plan["chosen_lr"], 1e-3) and plan["bracketed"] is True
+    assert sorted(res["diverged_runs"]) == sorted(diverge)
+    rows = {r[0]: r for r in res["tables"]["lr_grid"]["rows"]}
+    assert list(rows) == ["0.0005", "0.001", "0.002"]
+    assert rows["0.002"][1] == "diverged" and rows["0.001"][2] == "yes" and rows["0.001"][3] == "yes"
+    assert len(calls) == 3 + 2 + 12 + 28                             # no extension: bracketed by the diverged LR
+    full = {r[0]: r for r in res["tables"]["indoor"]["rows"]}["full model"]
+    assert full[1] == 2 and res["arms"]["full"]["indoor"]["seeds"] == [0, 2]
+    assert f"full-indoor_{tag}_lr0.001_s1" in res["tables"]["indoor"]["caption"]
+    ev = next(c for c in res["claims"] if c["id"] == "full_gain")["evidence"]
+    per_seed = re.search(r"indoor: improvement \S+ \(per seed ([^;]*);", ev).group(1)
+    assert len(per_seed.split(", ")) == 2                            # seeds 0 and 2, paired
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    assert all(not r.get("diverged") for r in rp.main_records(read_jsonl(tmp_path / "runs.jsonl"), 1e-3))
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(tmp_path))                 # resumed: a diverged run is never retried
+    assert calls == []
+
+
 def test_resume_never_recomputes_a_finished_record(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(rp, "run_one", _fake(calls, 1e-3))

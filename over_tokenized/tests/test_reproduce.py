@@ -155,6 +155,47 @@ def test_execute_resumes_after_a_failure_without_recomputing(tmp_path):
     assert execute("small", other, tmp_path / "runs", run_fn=fake)[1] is True
 
 
+def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
+    """Through the real ``run_fn`` (training faked): the baseline diverges at the top grid LR (its best trained LR
+    5e-3 is then bracketed by one extension down) and the main OE arm loses seed 1. The run goes on, the report
+    builds, the LR table says ``diverged``, and the OE claim pairs the one seed both arms trained."""
+    import overtok.reproduce as rp
+    from overtok.report import build_report
+
+    g = plan_group("smoke")
+    base, main = "base", f"oe-n3k1-m{PLANS['smoke']['main'][2]}"
+    diverge = {g.job(base, 1e-2, 0).name, g.job(main, 5e-3, 1).name}
+    fake = parabola({base: 1.2e-2, main: 6e-3})
+    calls = []
+
+    def run_job(plan, arm, lr, seed, runs_dir, name, threads=1, quiet=True):
+        calls.append(name)
+        if name in diverge:
+            raise FloatingPointError(f"non-finite loss nan at step 9 ({name})")
+        rec = fake(Job(g.name, arm.name, lr, seed, g.tag))
+        return {**rec, "curve": [[12, rec["val_loss"]]]}
+
+    monkeypatch.setattr(rp, "run_job", run_job)
+    out = tmp_path / "out"
+    out.mkdir()
+    records, _ = execute("smoke", out, tmp_path / "runs")
+    assert sorted(r["run"] for r in records if r.get("diverged")) == sorted(diverge)
+    res = json.loads(build_report("smoke", records, out, tmp_path / "runs").read_text())
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"][base] == 5e-3 and plan["bracketed"][base] is True
+    assert sorted(res["diverged_runs"]) == sorted(diverge) and not set(res["protocol"]["run_wall_s"]) & diverge
+    lr_grid = res["tables"]["lr_grid"]
+    assert lr_grid["columns"][1:4] == ["val loss @ 0.0025", "val loss @ 0.005", "val loss @ 0.01"]
+    row = {r[0]: r for r in lr_grid["rows"]}[base]
+    assert row[3] == "diverged" and row[4:] == ["0.005", "yes"]
+    assert res["arms"][main]["seeds"] == [0] and res["arms"][base]["seeds"] == [0, 1]
+    assert g.job(main, 5e-3, 1).name in res["tables"]["main"]["caption"]
+    claim = next(c for c in res["claims"] if c["id"] == "oe_beats_baseline")
+    assert "(1 paired seeds)" in claim["evidence"]
+    calls.clear()
+    assert execute("smoke", out, tmp_path / "runs")[0] == records and calls == []   # never retried
+
+
 def test_one_smoke_job_writes_its_record(tmp_path):
     from overtok.reproduce import job_runner
 

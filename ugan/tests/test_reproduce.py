@@ -97,6 +97,47 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 15
 
 
+def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
+    """StarGAN diverges at the top grid LR (its best trained LR 1e-4 is then bracketed) and UGAN v1 loses seed 1:
+    the report builds, the LR table says ``diverged``, and the claims pair the seeds that trained."""
+    import re
+
+    calls: list[str] = []
+    fake = _fake_run_one(calls)
+    t = rp.PLANS["small"].tag
+    diverge = {f"stargan_{t}_lr0.0002_s0", f"ugan_v1_{t}_lr0.0002_s1"}
+
+    def run_one(cfg_path, spec, run_dir):
+        if spec.name in diverge:
+            calls.append(spec.name)
+            raise FloatingPointError(f"non-finite loss at step 3: G nan, D nan ({spec.name})")
+        return fake(cfg_path, spec, run_dir)
+
+    monkeypatch.setattr(rp, "run_one", run_one)
+    out = tmp_path / "small"
+    res = load_results(rp.run_reproduce("small", out_dir=str(out)))
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"] == {"stargan": 1e-4, "ugan_v2": 2e-4, "ugan_v1": 2e-4}
+    assert plan["bracketed"] == {"stargan": True, "ugan_v2": True}
+    assert sorted(res["diverged_runs"]) == sorted(diverge)
+    lt = res["tables"]["lr_grid"]
+    rows = {r[0]: r for r in lt["rows"]}
+    assert rows["0.0002"][1] == "diverged" and rows["0.0001"][1].endswith("◀ chosen")
+    assert rows["0.0004 (extension)"][1] == "—"                      # StarGAN never tried it
+    main = {r[0]: r for r in res["tables"]["main"]["rows"]}
+    assert main["UGAN v1 (trace head, variant A)"][2] == 2
+    assert main["StarGAN (lambda_tr = 0)"][1:3] == ["0.0001", 3]
+    assert res["arms"]["ugan_v1"]["seeds"] == [0, 2] and f"ugan_v1_{t}_lr0.0002_s1" in res["tables"]["main"]["caption"]
+    ev = next(c for c in res["claims"] if c["id"] == "tracer_order")["evidence"]
+    for pair in ("v1 vs StarGAN", "v2 vs v1"):
+        per_seed = re.search(rf"{pair}: improvement \S+ \(per seed ([^;]*);", ev).group(1)
+        assert len(per_seed.split(", ")) == 2                           # seeds 0 and 2, paired
+    assert {c["status"] for c in res["claims"]} <= set(STATUSES)
+    calls.clear()
+    rp.run_reproduce("small", out_dir=str(out))      # resumed: a diverged run is never retried
+    assert calls == []
+
+
 def test_report_reads_each_arm_at_its_chosen_lr():
     recs = [{"run": f"{a}_{lr}_{s}", "arm": a, "lr": lr, "seed": s} for a in ("stargan", "ugan_v2")
             for lr in (1e-4, 2e-4) for s in (0, 1)]

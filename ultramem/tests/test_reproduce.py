@@ -210,6 +210,45 @@ def test_report_records_the_plan_from_reprokit(tmp_path):
     assert inv[-1]["from_scratch"] is True and inv[-1]["runs_recorded"] == 22
 
 
+def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
+    """Through the real ``run_fn`` (training faked): dense diverges at the top grid LR (its best trained LR 6e-3 is
+    then bracketed, although the fake loss keeps falling with the LR) and PKM loses seed 2. The run goes on, the
+    report builds, the LR table says ``diverged``, and UltraMem vs PKM pairs the two seeds PKM trained."""
+    import ultramem.reproduce as rp
+    from ultramem.report import build_report
+
+    diverge = {SMALL.job("dense", 1.2e-2, 0).name, SMALL.job("pkm", 6e-3, 2).name}
+    optima = {"dense": 3e-2, "ultramem": 6e-3}
+    calls = []
+
+    def run_job(plan, job, runs_dir, threads=1, quiet=True):
+        calls.append(job.name)
+        if job.name in diverge:
+            raise FloatingPointError(f"non-finite loss nan at step 9 ({job.name})")
+        opt = optima[FAMILY.get(job.arm, job.arm)]
+        return _rec(job.arm, job.lr, job.seed, 3.0 + math.log2(job.lr / opt) ** 2 + 0.001 * job.seed)
+
+    monkeypatch.setattr(rp, "run_job", run_job)
+    out = tmp_path / "out"
+    out.mkdir()
+    recs = rp.execute("small", out, tmp_path / "runs")
+    assert sorted(r["run"] for r in recs if r.get("diverged")) == sorted(diverge) and len(recs) == 18
+    res = json.loads(build_report("small", recs, out, tmp_path).read_text())
+    plan = res["protocol"]["plan"]
+    assert plan["chosen_lrs"]["dense"] == 6e-3 and plan["chosen_lrs"]["moe"] == 6e-3
+    assert plan["bracketed"] == {"dense": True, "ultramem": True}
+    assert sorted(res["diverged_runs"]) == sorted(diverge) and not set(res["protocol"]["run_wall_s"]) & diverge
+    grid = {(r[0], r[1]): r for r in res["tables"]["lr_grid"]["rows"]}
+    assert grid[("dense", "0.012")][2:] == ["diverged", ""] and grid[("dense", "0.006")][3] == "chosen (bracketed)"
+    assert res["arms"]["pkm"]["seeds"] == [0, 1] and SMALL.job("pkm", 6e-3, 2).name in res["tables"]["main"]["caption"]
+    main = {r[0]: r for r in res["tables"]["main"]["rows"]}
+    assert main["pkm"][2] == 2 and main["dense"][2] == 3
+    claim = next(c for c in res["claims"] if c["id"] == "ultramem_beats_pkm")
+    assert "(2 paired seeds)" in claim["evidence"]
+    calls.clear()
+    assert rp.execute("small", out, tmp_path / "runs") == recs and calls == []   # never retried
+
+
 def test_first_small_results_replace_the_not_yet_run_paragraph(tmp_path):
     import shutil
     from pathlib import Path

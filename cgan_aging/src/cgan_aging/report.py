@@ -17,6 +17,12 @@ FID*/KID*, feature distance, smoothness and identity preservation are reported, 
 Each arm is reported (and compared) at its own chosen LR (``plan["chosen_lrs"]``: the baseline and C-GAN
 from their grids on the validation identities, ``cgan_noneg`` at C-GAN's); the LR table lists every LR
 tried by a grid arm (seed 0) with the selection metric, the chosen LR and whether it is bracketed.
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics) count for the
+plan (the LR choice ranks them last) but never for a metric: the summary, floors, claims, curves and grids read
+``trained(records)`` only, so an arm that lost a seed is judged on the seeds that trained. The LR table shows a
+diverged run as ``diverged``; results.json lists them (``diverged_runs``) and the main table's caption names the
+ones at an arm's chosen LR.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
+from reprokit.plan import is_diverged, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -112,6 +119,9 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
         row = [f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in plan["lr_grid"]) else " (extension)")]
         for a in arms:
             r = seed0.get((a, lr))
+            if r is not None and is_diverged(r):
+                row.append("diverged")
+                continue
             if r is None or not _finite(r.get(sel)):
                 row.append("—")
                 continue
@@ -129,11 +139,13 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
                  wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
     """results.json (+ curves, grids) in ``out`` from the records of the plan's runs (``all_recs``: the LR
-    grid too); every arm at its chosen LR. The README is re-rendered when ``render``."""
+    grid too, diverged runs included); every arm at its chosen LR, from the runs that trained. The README is
+    re-rendered when ``render``."""
     from reprokit.plots import plot_curves
 
     lrs = plan.get("chosen_lrs", {})
-    recs = at_chosen_lrs(all_recs, lrs)
+    recs = at_chosen_lrs(trained(all_recs), lrs)
+    lost = [r["run"] for r in at_chosen_lrs(all_recs, lrs) if is_diverged(r)]
     arms_present = [a for a in TITLES if any(r["arm"] == a for r in recs)]
     rows, summary = [], {}
     for a in arms_present:
@@ -151,7 +163,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                        "caption": f"ProcAging, mean ± std over seeds; verification AUC without augmentation "
                                   f"{_ms(none)}; FID*/KID* use the frozen age-group classifier's features "
                                   "(non-standard, not Inception); ages in [0, 1]; test identities; each arm "
-                                  "at its chosen LR"},
+                                  "at its chosen LR"
+                                  + (f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else "")},
               "lr_grid": lr_table(all_recs, plan)}
     curves = [(r["run"], r["curve"]) for r in recs if r.get("curve")]
     if curves:
@@ -170,7 +183,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                             "image_size": base.model.image_size, "num_groups": base.model.num_groups,
                             "baseline_age_acc_floor": BASELINE_AGE_ACC_FLOOR,
                             "run_seconds_before_resume": prior_run_seconds},
-                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s)
+                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s,
+                  extra={"diverged_runs": [r["run"] for r in all_recs if is_diverged(r)]})
     if render:
         render_readme(MEMBER, write=True)
     return path

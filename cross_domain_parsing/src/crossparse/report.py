@@ -19,6 +19,12 @@ Main numbers use the fixed iteration count (the last step); the source-val-selec
 Every table and claim uses the runs at the chosen parser LR (``plan["chosen_lr"]``, the source-only
 arm's bracketed LR on held-out source-val mIoU); the ``lr_grid`` table lists every LR tried with its
 seed-0 source-val mIoU, the chosen one and whether it is bracketed.
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics; ``arm`` is the
+plan's arm, e.g. ``full-indoor``) count for the plan (the LR choice ranks them last) but never for a metric: the
+tables, floors, claims, curves and overlays read ``trained(records)`` only, so an arm that lost a seed is judged
+on the seeds that trained. The LR table shows a diverged run as ``diverged``; results.json lists them
+(``diverged_runs``) and the captions of the tables name the ones at the chosen LR.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from reprokit.claims import (
     seed_noise,
 )
 from reprokit.config import to_dict
+from reprokit.plan import is_diverged, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -162,7 +169,8 @@ def _lr_table(records: list[dict], plan: dict) -> dict:
         v = seed0[lr].get("source_val_miou")
         is_chosen = chosen is not None and math.isclose(lr, chosen)
         rows.append([f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in plan["lr_grid"]) else " (extension)"),
-                     "n/a" if not _finite(v) else f"{100 * v:.1f}", "yes" if is_chosen else "",
+                     "diverged" if is_diverged(seed0[lr]) else "n/a" if not _finite(v) else f"{100 * v:.1f}",
+                     "yes" if is_chosen else "",
                      ("yes" if br else "no") if is_chosen else ""])
     return {"columns": ["parser lr", "source-val mIoU (source-only, seed 0)", "chosen", "bracketed"], "rows": rows,
             "caption": "parser LR grid of the source-only arm, chosen on held-out source-val mIoU (no target labels; "
@@ -171,10 +179,20 @@ def _lr_table(records: list[dict], plan: dict) -> dict:
                        f"{'n/a' if chosen is None else f'{chosen:g}'}"}
 
 
+def _lost(records: list[dict], chosen: float | None, target: str | None = None) -> str:
+    """A caption note naming the diverged runs at the chosen LR (of ``target``'s arms and source-only; all
+    when None): the seeds the rows do not count."""
+    lost = [r["run"] for r in records if is_diverged(r) and chosen is not None and math.isclose(r["lr"], chosen)
+            and (target is None or r["arm"] == "source_only" or r["arm"].partition("-")[2] == target)]
+    return f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else ""
+
+
 def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], plan: dict, base: Cfg,
                  wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
+    """results.json (+ curves, overlays) in ``out`` from the records of the plan's runs (the LR grid too,
+    diverged runs included); every table and claim from the runs that trained at the chosen LR."""
     chosen = plan.get("chosen_lr")
-    recs = [r for r in records if chosen is not None and math.isclose(r["lr"], chosen)]
+    recs = [r for r in trained(records) if chosen is not None and math.isclose(r["lr"], chosen)]
     targets = _targets(recs)
     arms = [a for a in TITLES if any(r["arm"] == a for r in recs)]
     tables, summary = {}, {}
@@ -194,14 +212,15 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
         ncls = recs and next((r["metrics"][f"{t}_test"]["n_classes"] for r in recs if f"{t}_test" in r["metrics"]), 12)
         tables[t] = {"columns": cols, "rows": rows,
                      "caption": f"ProcParse target '{t}' test set, {ncls} classes, percent, mean ± std over seeds, "
-                                f"parser lr {chosen:g} (every arm)"}
+                                f"parser lr {chosen:g} (every arm)" + _lost(records, chosen, t)}
     floors, oracle_ok = _floors(recs, targets, base)
     claims = _claims(recs, targets, floors, oracle_ok)
     so = [r for r in recs if r["arm"] == "source_only"]
     tables["source_val"] = {"columns": ["arm", "seeds", "source-val mIoU"],
                             "rows": [[TITLES[a], len(rs), _ms(r["metrics"]["source_val"]["miou"] for r in rs)]
                                      for a in arms if (rs := [r for r in recs if r["arm"] == a])],
-                            "caption": "held-out source images (the validity floor uses source-only)"}
+                            "caption": "held-out source images (the validity floor uses source-only)"
+                                       + _lost(records, chosen)}
     tables["lr_grid"] = _lr_table(records, plan)
     if out != runs_dir:   # small: curves and overlays next to results (committed)
         from reprokit.plots import plot_curves
@@ -223,7 +242,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
                             "parser_lr": chosen, "adversarial_lrs": {k: getattr(base.adapt, k) for k in
                                                                      ("c_lr", "df_lr", "adv_lr", "dl_lr")},
                             "run_seconds_before_resume": prior_run_seconds},
-                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s)
+                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s,
+                  extra={"diverged_runs": [r["run"] for r in records if is_diverged(r)]})
     if render:
         render_readme(MEMBER, write=True)
     return path

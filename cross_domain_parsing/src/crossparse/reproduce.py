@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs, trained
 from reprokit.runs import read_jsonl
 
 from .config import TARGETS, Cfg
@@ -144,8 +144,9 @@ def plan_summary(group: Group, records: list[dict]) -> dict:
 
 
 def main_records(records: list[dict], chosen_lr: float | None) -> list[dict]:
-    """The records the tables and claims use: every arm at the chosen parser LR (drops the other grid runs)."""
-    return [r for r in records if chosen_lr is not None and math.isclose(r["lr"], chosen_lr)]
+    """The records the tables and claims use: every arm's trained runs at the chosen parser LR (drops the other
+    grid runs and the diverged runs)."""
+    return [r for r in trained(records) if chosen_lr is not None and math.isclose(r["lr"], chosen_lr)]
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:

@@ -16,6 +16,12 @@ Pre-registered verdict rules (the README states the same):
   model's gain that OE recovers;
 * C5 Table 3: the 2-gram table without the 1-gram table is worse than the baseline (seed 0);
 * C6 Table 5: OT's next-token loss is not lower than OE's (``not_better``, margin 0; seed 0; smoke-level).
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics) count for the
+plan (the LR choice ranks them last) but never for a metric: the summary, floors, claims and figures read
+``trained(records)`` only, so an arm that lost a seed is judged on the seeds that trained. The LR table shows a
+diverged run as ``diverged``; results.json lists them (``diverged_runs``) and the main table's caption names the
+ones at an arm's chosen LR.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from reprokit.claims import (
     seed_noise,
 )
 from reprokit.config import to_dict
-from reprokit.plan import Group, bracketed, chosen_lrs, planned_jobs
+from reprokit.plan import Group, bracketed, chosen_lrs, is_diverged, planned_jobs, trained
 from reprokit.results import render_readme, write_results
 
 from .plan import (
@@ -70,10 +76,12 @@ def plan_records(records: list[dict], group: Group) -> list[dict]:
 
 
 def summarize(records: list[dict], scale: str) -> dict[str, dict]:
-    """Per arm, at its family's chosen LR (``reprokit.plan.chosen_lrs``): per-seed metrics, means, spread."""
+    """Per arm, at its family's chosen LR (``reprokit.plan.chosen_lrs``, from every record of the plan): per-seed
+    metrics, means, spread, over the seeds that trained (diverged runs dropped)."""
     group = plan_group(scale)
     records = plan_records(records, group)
     lrs = chosen_lrs(group, records)
+    records = trained(records)
     out = {}
     for key, arm in plan_arms(PLANS[scale]).items():
         lr = lrs.get(arm.name)
@@ -217,6 +225,12 @@ def make_claims(summary: dict, law: dict, floors: list[dict]) -> list[dict]:
 
 
 def make_tables(summary: dict, records: list[dict], law: dict, scale: str, data_label: str) -> dict:
+    """The tables from the summary; ``records``: the plan's records, diverged ones included (the LR table shows
+    them as ``diverged``, the main table's caption names those at an arm's chosen LR)."""
+    group = plan_group(scale)
+    ours = plan_records(records, group)
+    chosen = chosen_lrs(group, ours)
+    lost = [r["run"] for r in ours if is_diverged(r) and r["arm"] in chosen and r["lr"] == chosen[r["arm"]]]
     rows = []
     base = summary.get("base")
     order = ["base", "main", "deep", "ot", "hierarchy"] + sorted((k for k in summary if k.startswith("a1:")),
@@ -236,11 +250,10 @@ def make_tables(summary: dict, records: list[dict], law: dict, scale: str, data_
                         "test bits/byte", "val loss", "non-emb. params", "n-gram table params", "ms/step",
                         "step time / baseline"], "rows": rows,
             "caption": f"{data_label}, test split (nats/token); every arm at its family's LR chosen on the "
-                       "validation split (seed 0); Δ = mean over common seeds of the paired per-seed difference."}
-    group = plan_group(scale)
-    ours = plan_records(records, group)
-    chosen = chosen_lrs(group, ours)
-    seed0 = {arm: {r["lr"]: r["val_loss"] for r in ours if r["arm"] == arm and r["seed"] == 0}
+                       "validation split (seed 0); Δ = mean over common seeds of the paired per-seed difference."
+                       + (f" Diverged (non-finite loss; not counted): {', '.join(lost)}." if lost else "")}
+    seed0 = {arm: {r["lr"]: "diverged" if is_diverged(r) else r["val_loss"]
+                   for r in ours if r["arm"] == arm and r["seed"] == 0}
              for arm in group.grid_arms}
     all_lrs = sorted({lr for got in seed0.values() for lr in got})
     lr_rows = []
@@ -248,7 +261,7 @@ def make_tables(summary: dict, records: list[dict], law: dict, scale: str, data_
         if not got:
             continue
         inside = bracketed(group, arm, ours)
-        lr_rows.append([arm, *[_f(got.get(lr)) for lr in all_lrs],
+        lr_rows.append([arm, *[got[lr] if got.get(lr) == "diverged" else _f(got.get(lr)) for lr in all_lrs],
                         None if arm not in chosen else f"{chosen[arm]:g}",
                         None if inside is None else ("yes" if inside else "no")])
     lr_grid = {"columns": ["arm", *[f"val loss @ {lr:g}" for lr in all_lrs], "chosen lr", "bracketed"],
@@ -362,6 +375,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     plan = PLANS[scale]
     group = plan_group(scale)
     records = plan_records(records, group)
+    done = trained(records)
     cfg = base_config(scale)
     data = prepare_data(cfg)
     counts = ngram_counts(data, (2, 3))
@@ -372,7 +386,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     label = (f"Brown corpus, BPE {data.vocab_size}" if data.source == "brown"
              else f"{data.source} tokens, V = {data.vocab_size}")
     tables = make_tables(summary, records, law, scale, label)
-    figures = make_figures(summary, law, records, out)
+    figures = make_figures(summary, law, done, out)
     wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
     t = cfg.train
     protocol = {
@@ -392,12 +406,13 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
                      "reprokit.plan); claims on the test split",
         "invocation": {"elapsed_s": round(elapsed_s, 1), "from_scratch": from_scratch},
         "noise": "larger seed std (ddof=1) of the test loss of the baseline and the main OE arm",
-        "vocab_law": law, "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records},
+        "vocab_law": law, "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in done},
     }
     arms = {e["arm"]: {k: v for k, v in e.items()} for e in summary.values()}
     path = write_results(out / "results.json", paper="overtok", scale=scale, arms=arms, tables=tables, claims=claims,
                          floors=floors, protocol=protocol, config=to_dict(cfg), seeds=plan["seeds"],
-                         wall_time_s=wall, extra={"from_scratch": from_scratch})
+                         wall_time_s=wall, extra={"from_scratch": from_scratch,
+                                                  "diverged_runs": [r["run"] for r in records if is_diverged(r)]})
     if render:
         ensure_result_markers(PKG_DIR)
         render_readme(PKG_DIR, write=True)

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from reprokit.config import to_dict
-from reprokit.plan import Job, planned_jobs, run_jobs
+from reprokit.plan import Job, is_diverged, planned_jobs, run_jobs
 from reprokit.runs import read_jsonl
 
 from .plan import PKG_DIR, PLANS, Arm, arms_by_name, job_config, plan_group
@@ -98,6 +98,8 @@ def job_runner(scale: str, runs_dir: Path, quiet: bool = True) -> Callable[[Job]
 
 
 def _print_record(scale: str, rec: dict) -> None:
+    if is_diverged(rec):          # no metrics; run_jobs has printed it as DIVERGED with its error
+        return
     m = rec["metrics"]
     print(f"[{scale}] {rec['run']}: val {m['val_loss']:.4f} test {m['test_loss']:.4f} ({rec['wall_s']:.0f} s)",
           flush=True)

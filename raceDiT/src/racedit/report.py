@@ -16,6 +16,12 @@ evidence says the floor was missed.
 
 Each arm is reported at its own LR (``plan["chosen_lrs"]``: dense and Race from their bracketed grids, every
 other arm at Race's).
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics) count for the
+plan (the LR choice ranks them last) but never for a metric: the summary, floors, claims, figures and every
+table but the LR grid read ``trained(records)`` only, so an arm that lost a seed is judged on the seeds that
+trained. The LR grid shows a diverged run as ``diverged``; results.json lists them (``diverged_runs``) and the
+main table's caption names the ones at an arm's LR.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 
 from reprokit.claims import NOT_TESTABLE, combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
+from reprokit.plan import is_diverged, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -216,7 +223,7 @@ def _tables(arms: _Arms, records: list[dict], plan: dict) -> dict:
                  "rows": main_rows,
                  "caption": "test loss: denoising loss on the first 1000 test images at fixed (t, noise); FID*/KID*: "
                             "non-standard FID (Fashion-MNIST classifier features); mean ± sample std (ddof=1) "
-                            "over seeds."},
+                            "over seeds." + _lost_seeds(records, lrs)},
     }
     # the LR grid of each grid arm, on the validation images (what the LR is chosen on)
     sel = plan.get("select_by", "heldout_loss")
@@ -228,6 +235,9 @@ def _tables(arms: _Arms, records: list[dict], plan: dict) -> dict:
         row = [f"{lr:g}" + ("" if lr in plan["lr_grid"] else " (extension)")]
         for a in grid_arms:
             r = seed0.get((a, lr))
+            if r is not None and is_diverged(r):
+                row.append("diverged")
+                continue
             v = None if r is None else _r(r.get(sel), 5)
             row.append("—" if v is None else f"{v}" + (" ◀ chosen" if math.isclose(lr, lrs.get(a, -1)) else ""))
         rows.append(row)
@@ -297,6 +307,13 @@ def _tables(arms: _Arms, records: list[dict], plan: dict) -> dict:
     return tables
 
 
+def _lost_seeds(records: list[dict], lrs: dict) -> str:
+    """A caption note naming the diverged runs at an arm's own LR (the seeds its row does not count)."""
+    lost = [r["run"] for r in records if is_diverged(r) and lrs.get(r["arm"]) is not None
+            and math.isclose(r["lr"], lrs[r["arm"]])]
+    return f" Diverged (non-finite loss; not counted): {', '.join(lost)}." if lost else ""
+
+
 def _figures(arms: _Arms, out: Path, runs_dir: Path, lr: float) -> None:
     """curves.png from the records' logged curves and the seed-0 sample grids from the run folders; a
     figure whose inputs are absent (records of older code without curves, run folders elsewhere) is
@@ -316,10 +333,12 @@ def _figures(arms: _Arms, out: Path, runs_dir: Path, lr: float) -> None:
 
 def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], plan: dict, base: Cfg,
                  arm_overrides: dict[str, list[str]], wall_time_s: float, render: bool) -> Path:
-    """results.json (+ figures) in ``out`` from the records of the plan's runs; the README when ``render``."""
+    """results.json (+ figures) in ``out`` from the records of the plan's runs (diverged ones included: the LR
+    grid shows them; everything that reads a metric gets the trained runs only); the README when ``render``."""
     lr = plan["chosen_lr"]
     lrs = plan.get("chosen_lrs") or lr
-    arms = _Arms(records, lrs)
+    done = trained(records)
+    arms = _Arms(done, lrs)
     fl = floors(arms)
     cl = claims(arms, fl)
     summary = {}
@@ -348,12 +367,12 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
         "claim_rule": "reprokit.claims: paired per-seed improvements judged against max(seed_noise of the "
                       "multi-seed arms involved, std of the paired improvements); baseline floor: the dense "
                       f"arm's {FLOOR_METRIC} >= {FLOOR}, else claims against trained baselines are not testable",
-        "provenance": sorted({r.get("provenance", "unknown") for r in records}),
+        "provenance": sorted({r.get("provenance", "unknown") for r in done}),
         "compute_seconds_recorded": round(sum(float(r.get("train_seconds") or 0) + float(r.get("eval_seconds") or 0)
-                                              for r in records), 1),
+                                              for r in done), 1),
     }
     for key in ("feature_net_test_accuracy", "feature_net_digest", "feature_net_sha256"):
-        vals = {r[key] for r in records if r.get(key) is not None}
+        vals = {r[key] for r in done if r.get(key) is not None}
         if vals:
             protocol[key] = sorted(vals)[0] if len(vals) == 1 else sorted(vals)
     _figures(arms, out, runs_dir, lr)
@@ -362,9 +381,11 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
     path = write_results(out / "results.json", paper="racedit", scale=scale, arms=summary,
                          tables=_tables(arms, records, plan), claims=cl, floors=fl, protocol=protocol,
                          config=to_dict(base), seeds=seeds, wall_time_s=wall_time_s,
-                         extra={"lr_grid": {f"{g:g}": {a: grid[(g, a)]["heldout_loss"] for a in plan["grid_arms"]
+                         extra={"lr_grid": {f"{g:g}": {a: "diverged" if is_diverged(grid[(g, a)])
+                                                       else grid[(g, a)]["heldout_loss"] for a in plan["grid_arms"]
                                                        if (g, a) in grid}
-                                            for g in sorted({g for g, a in grid if a in plan["grid_arms"]})}})
+                                            for g in sorted({g for g, a in grid if a in plan["grid_arms"]})},
+                                "diverged_runs": [r["run"] for r in records if is_diverged(r)]})
     if render:
         render_readme(MEMBER, write=True)
     return path

@@ -14,6 +14,12 @@ FID*/KID* (non-standard features) and cycle L1 are reported, not claimed.
 Each arm is reported (and compared) at its own chosen LR (``plan["chosen_lrs"]``: StarGAN and UGAN v2
 from their grids on the validation identities, UGAN v1 at UGAN v2's); the LR table lists every LR tried
 by a grid arm (seed 0) with the selection metric, the chosen LR and whether it is bracketed.
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics) count for the
+plan (the LR choice ranks them last) but never for a metric: the summary, floors, claims and grids read
+``trained(records)`` only, so an arm that lost a seed is judged on the seeds that trained. The LR table shows a
+diverged run as ``diverged``; results.json lists them (``diverged_runs``) and the main table's caption names the
+ones at an arm's chosen LR.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
+from reprokit.plan import is_diverged, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -103,6 +110,9 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
         row = [f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in plan["lr_grid"]) else " (extension)")]
         for a in arms:
             r = seed0.get((a, lr))
+            if r is not None and is_diverged(r):
+                row.append("diverged")
+                continue
             if r is None or not _finite(r.get(sel)):
                 row.append("—")
                 continue
@@ -120,9 +130,11 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
                  wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
     """results.json (+ grids) in ``out`` from the records of the plan's runs (``all_recs``: the LR grid
-    too); every arm at its chosen LR. The README is re-rendered when ``render``."""
+    too, diverged runs included); every arm at its chosen LR, from the runs that trained. The README is
+    re-rendered when ``render``."""
     lrs = plan.get("chosen_lrs", {})
-    recs = at_chosen_lrs(all_recs, lrs)
+    recs = at_chosen_lrs(trained(all_recs), lrs)
+    lost = [r["run"] for r in at_chosen_lrs(all_recs, lrs) if is_diverged(r)]
     arms_present = [a for a in TITLES if any(r["arm"] == a for r in recs)]
     rows = []
     summary = {}
@@ -139,7 +151,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                        "rows": rows,
                        "caption": f"ProcFace, mean ± std over seeds; tracer chance {chance}; FID*/KID* use the "
                                   "frozen domain classifier's features (non-standard); test identities; each "
-                                  "arm at its chosen LR"},
+                                  "arm at its chosen LR"
+                                  + (f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else "")},
               "lr_grid": lr_table(all_recs, plan)}
     for r in recs:   # grid figures next to results (small only: committed)
         g = runs_dir / r["run"] / "grid.png"
@@ -153,7 +166,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                                          "every reported metric and claim on the test identities",
                             "tracer_margin_over_chance": TRACER_MARGIN, "target_floor": TARGET_FLOOR,
                             "run_seconds_before_resume": prior_run_seconds},
-                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s)
+                  config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s,
+                  extra={"diverged_runs": [r["run"] for r in all_recs if is_diverged(r)]})
     if render:
         render_readme(MEMBER, write=True)
     return path

@@ -13,6 +13,12 @@ Pre-registered verdict rules (the README states the same):
 * C3 MoE beats dense (the sparse-baseline sanity check): the same rule;
 * UltraMem vs MoE is reported in the main table (the paired difference), never asserted: the paper has
   MoE ahead at 151M (2.63 vs 2.67).
+
+Diverged runs (``reprokit.plan.diverged_record``: training raised on a non-finite loss; no metrics) count for the
+plan (the LR choice ranks them last) but never for a metric: the summary, floors, claims and figures read
+``trained(records)`` only, so an arm that lost a seed is judged on the seeds that trained. The LR table shows a
+diverged run as ``diverged``; results.json lists them (``diverged_runs``) and the main table's caption names the
+ones at an arm's chosen LR.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 
 from reprokit.claims import floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
-from reprokit.plan import Group, bracketed, chosen_lrs, lr_decision
+from reprokit.plan import Group, bracketed, chosen_lrs, is_diverged, lr_decision, trained
 from reprokit.results import render_readme, write_results
 
 from .plan import GROUPS, PKG_DIR, PLANS, base_config, flattening_pct, plan_arms, tokens_per_param
@@ -38,10 +44,10 @@ ORDER = ("dense", "moe", "pkm", "ladder1", "ladder2", "ultramem")
 def summarize(records: list[dict], plan: dict, group: Group) -> dict[str, dict]:
     """Per arm, at its family's chosen LR (``reprokit.plan.chosen_lrs`` of ``group``), over the plan's seeds
     of that arm: per-seed metrics, means, spread. Only the plan's own runs count (same names, so the same
-    budget tag)."""
+    budget tag), and of those the seeds that trained (a diverged run counts for the LR choice only)."""
     arms = plan_arms(plan)
     lrs = chosen_lrs(group, records)
-    done = {r["run"]: r for r in records}
+    done = {r["run"]: r for r in trained(records)}
     out = {}
     for key, arm in arms.items():
         if key not in lrs:
@@ -114,6 +120,8 @@ def make_claims(summary: dict, floors: list[dict]) -> list[dict]:
 
 
 def make_tables(summary: dict, records: list[dict], group: Group) -> dict:
+    """The tables from the summary; ``records``: the plan's records, diverged ones included (the LR table shows
+    them as ``diverged``, the main table's caption names those at an arm's chosen LR)."""
     rows = []
     for k in ORDER:
         e = summary.get(k)
@@ -126,6 +134,7 @@ def make_tables(summary: dict, records: list[dict], group: Group) -> dict:
                      round(1000 * e["s_per_step"]) if e["s_per_step"] else None])
     done = {r["run"]: r for r in records}
     lrs = chosen_lrs(group, records)
+    lost = [r["run"] for r in records if is_diverged(r) and r["arm"] in lrs and r["lr"] == lrs[r["arm"]]]
     grid = []
     for arm in group.grid_arms:          # the plan's seed-0 grid runs of each arm, extensions included
         decided, _, jobs = lr_decision(group, arm, done)
@@ -134,10 +143,13 @@ def make_tables(summary: dict, records: list[dict], group: Group) -> dict:
             if j.name in done:
                 chosen = "" if not decided or j.lr != lrs.get(arm) else (
                     "chosen" + (" (bracketed)" if br else " (at the edge)"))
-                grid.append([arm, f"{j.lr:g}", f"{done[j.name]['metrics']['val_loss']:.4f}", chosen])
+                rec = done[j.name]
+                grid.append([arm, f"{j.lr:g}", "diverged" if is_diverged(rec) else f"{rec['metrics']['val_loss']:.4f}",
+                             chosen])
     return {"main": {"columns": ["arm", "lr", "seeds", "test loss", "seed sd", "UltraMem gain vs this arm",
                                  "activated MACs/token", "sparse params", "ms/step"], "rows": rows,
-                     "caption": "each arm at its family's chosen LR; UltraMem vs MoE is reported, not asserted"},
+                     "caption": "each arm at its family's chosen LR; UltraMem vs MoE is reported, not asserted"
+                                + (f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else "")},
             "lr_grid": {"columns": ["arm", "lr", "val loss (seed 0)", "choice"], "rows": grid,
                         "caption": f"the LR grid (seed 0) with its edge extensions (x2 or /2, at most "
                                    f"{group.max_extensions}); 'at the edge': still unbracketed after them"}}
@@ -202,7 +214,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     floors = make_floors(summary)
     claims = make_claims(summary, floors)
     tables = make_tables(summary, records, group)
-    figures = make_figures(summary, records, out)
+    figures = make_figures(summary, trained(records), out)
     wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
     t = cfg.train
     protocol = {
@@ -217,12 +229,12 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
                      "PKM and the ladder the UltraMem LR; claims on the test split",
         "invocation": {"wall_s": round(elapsed_s, 1), "from_scratch": from_scratch},
         "noise": "largest seed std (ddof=1) of the test loss over dense, PKM and UltraMem",
-        "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records},
+        "figures": figures, "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in trained(records)},
     }
     arms = {e["arm"]: dict(e) for e in summary.values()}
     path = write_results(out / "results.json", paper="ultramem", scale=scale, arms=arms, tables=tables,
                          claims=claims, floors=floors, protocol=protocol, config=to_dict(cfg), seeds=list(group.seeds),
-                         wall_time_s=wall)
+                         wall_time_s=wall, extra={"diverged_runs": [r["run"] for r in records if is_diverged(r)]})
     if render:
         ensure_result_markers(PKG_DIR)
         render_readme(PKG_DIR, write=True)
