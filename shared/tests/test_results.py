@@ -55,6 +55,18 @@ def test_reported_reader(tmp_path):
         load_reported(tmp_path / "reported.yaml")
 
 
+def test_a_table_from_another_paper_names_its_own_source(tmp_path):
+    from reprokit.results import render_reported_table
+
+    (tmp_path / "reported.yaml").write_text(REPORTED)
+    rep = load_reported(tmp_path / "reported.yaml")
+    t = dict(rep["tables"][0], id="Follow-up Table 3", paper="Follow-up", arxiv="9999.00002", version="")
+    rep["tables"].append(t)
+    cap = render_reported_table(rep, "Follow-up Table 3").splitlines()[0]
+    assert cap.startswith("*Follow-up (arXiv 9999.00002), Follow-up Table 3.") and "0000.00001" not in cap
+    assert render_reported_table(rep, "Table 1").startswith("*Toy (arXiv 0000.00001v1), Table 1.")
+
+
 def test_render_readme_roundtrip(tmp_path):
     (tmp_path / "reported.yaml").write_text(REPORTED)
     _write(tmp_path)

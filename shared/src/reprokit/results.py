@@ -5,7 +5,9 @@ metrics, the tables shown in the README, the claims with their status, the proto
 resolved config, seeds, package versions, hardware and wall time.
 
 ``reported.yaml`` holds the paper's own numbers with their table ids, the paper version they were
-read from and flags such as ``unverified``.
+read from and flags such as ``unverified``. A table taken from another paper (a follow-up's table quoted
+for comparison) sets its own ``paper`` and ``arxiv`` (and ``version``, empty if unknown), which then name
+the source in its caption instead of the file's top-level ones.
 
 README tables live between markers and are always generated::
 
@@ -211,7 +213,8 @@ def render_reported_table(reported: dict, table_id: str) -> str:
     flags = f" Flags: {', '.join(t['flags'])}." if t["flags"] else ""
     title = f" {t['title']}." if t.get("title") else ""
     note = f" {t['note']}" if t.get("note") else ""
-    cap = f"*{reported['paper']} (arXiv {reported['arxiv']}{t['version']}), {table_id}.{title}{flags}{note}*"
+    paper, arxiv = t.get("paper", reported["paper"]), t.get("arxiv", reported["arxiv"])
+    cap = f"*{paper} (arXiv {arxiv}{t['version']}), {table_id}.{title}{flags}{note}*"
     return cap + "\n\n" + markdown_table(["", *t["columns"]], rows)
 
 
