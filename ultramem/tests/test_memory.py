@@ -1,5 +1,7 @@
 """The memory layer: exact top-m retrieval, TDQKR's two-stage search, IVE, improved init, causality."""
 
+import math
+
 import pytest
 import torch
 
@@ -122,3 +124,38 @@ def test_skip_layer_unit_reads_block_a_and_adds_after_block_b():
     model.blocks[0].register_forward_hook(lambda m, i, o: seen.update(u0=o[1]) and None)
     model(torch.randint(0, 32, (1, 5)))
     assert torch.equal(seen["inp"], seen["u0"])
+
+
+def test_query_conv_starts_as_the_identity():
+    """The causal depthwise query conv is initialised to pass the current token through (our choice, see
+    memory.py): at init the layer equals the same layer without the conv."""
+    mem = _layer(n_keys=8, heads=2, topm=3, k_dim=8, query_conv=5, key_norm=True, softmax=False)
+    x = torch.randn(2, 7, 16)
+    with_conv = mem(x)
+    mem.conv = None
+    torch.testing.assert_close(with_conv, mem(x))
+
+
+def test_expected_topm_mean_matches_closed_forms():
+    from ultramem.memory import expected_topm_mean
+
+    assert expected_topm_mean(2, 1) == pytest.approx(1 / math.sqrt(math.pi), rel=0.03)   # E[max of 2 N(0,1)]
+    assert expected_topm_mean(16, 16) == pytest.approx(0.0, abs=0.02)                  # all of them: the mean
+
+
+@pytest.mark.parametrize("init,key_norm", [("improved", True), ("pkm", True), ("pkm", False)])
+def test_layernorm_gains_at_init(init, key_norm):
+    """improved: query gain 1 / sqrt(E[mean top-m of n]), key gain 1 / sqrt(D_k / 2); q/k LN before it: the
+    official code's 1 / D_k^0.33 on both; the query LN alone (PKM): 1."""
+    from ultramem.memory import expected_topm_mean
+
+    mem = _layer(n_keys=32, heads=2, topm=4, k_dim=16, key_norm=key_norm, init=init)
+    q = float(mem.q_norm.weight[0])
+    if init == "improved":
+        assert q == pytest.approx(expected_topm_mean(32, 4) ** -0.5)
+        assert float(mem.k_norm.weight[0]) == pytest.approx(8 ** -0.5)
+    elif key_norm:
+        assert q == pytest.approx(16 ** -0.33) and float(mem.k_norm.weight[0]) == pytest.approx(16 ** -0.33)
+    else:
+        assert q == 1.0 and mem.k_norm is None
+    assert torch.all(mem.q_norm.weight == q)

@@ -78,3 +78,20 @@ def test_missing_text_folder_is_a_data_error(tmp_path, smoke_cfg):
     with pytest.raises(DataError, match="no_such"):
         train(smoke_cfg("data.source=text", f"data.path={tmp_path / 'no_such'}"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_arm_option_applies_the_plan_keys(monkeypatch, tmp_path):
+    """`ultramem train --arm A` trains exactly the small plan's arm A (its keys, then the user's overrides)."""
+    import ultramem.train as T
+    from reprokit.config import to_dict
+    from ultramem import cli
+    from ultramem.plan import PKG_DIR, PLANS, job_config, plan_arms
+
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda cfg, out, **kw: seen.update(cfg=cfg, out=out) or {"val_loss": 0.0})
+    assert cli.main(["train", "--config", str(PKG_DIR / "configs" / "small.yaml"), "--arm", "ultramem",
+                     "--out-dir", str(tmp_path), "train.lr=0.002", "train.seed=1"]) == 0
+    want = to_dict(job_config(PLANS["small"], plan_arms(PLANS["small"])["ultramem"], 0.002, 1))
+    got = to_dict(seen["cfg"])
+    assert got["model"] == want["model"] and got["train"] == want["train"]
+    assert got["model"]["mem"]["query_conv"] == 5 and got["model"]["mlp_hidden"] < 256

@@ -20,7 +20,12 @@ def cmd_train(args) -> int:
 
     from .train import train
 
-    cfg = load_config(Cfg, args.config, list(args.overrides or []))
+    over = list(args.overrides or [])
+    if args.arm:
+        from .plan import PLANS, plan_arms
+
+        over = plan_arms(PLANS["small"])[args.arm].overrides() + over     # the arm's keys, then the user's
+    cfg = load_config(Cfg, args.config, over)
     m = train(cfg, args.out_dir or cfg.out_dir)
     if rdist.is_main():
         _print_metrics(m)
@@ -104,8 +109,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _train_args(p) -> None:
+    p.add_argument("--arm", default=None, choices=["dense", "moe", "pkm", "ladder1", "ladder2", "ultramem"],
+                   help="apply the keys of one arm of the small plan (plan.PLANS['small']: sizes, switches, "
+                        "compute-matched FFN width) before the overrides; use with configs/small.yaml")
+
+
 main = build_cli(prog="ultramem", commands={
-    "train": Command(cmd_train),
+    "train": Command(cmd_train, args=_train_args),
     "evaluate": Command(cmd_evaluate, run=True, out_dir=False),
     "reproduce": Command(cmd_reproduce, config=False),
     "bench": Command(cmd_bench, config=False, args=_bench_args),
