@@ -93,3 +93,17 @@ def test_unbalanced_or_unknown_markers(tmp_path):
     (tmp_path / "README.md").write_text("<!-- BEGIN foo:x -->\n<!-- END foo:x -->\n")
     with pytest.raises(ResultsError, match="unknown README marker"):
         render_readme(tmp_path)
+
+
+@pytest.mark.parametrize("intro", ["**Our small reproduction has not been run yet.** It takes 2 h.\nMore.\n\n",
+                                   "**Our small reproduction is in progress, not finished.** Resume with x.\n\n", ""])
+def test_install_result_blocks_replaces_the_pending_paragraph(tmp_path, intro):
+    from reprokit.results import NOT_YET_RUN, install_result_blocks
+
+    head = "# Toy\n\n**Our small reproduction plan** is below in another section.\n\n## Reproduced\n\n"
+    tail = "\n\n**Plan.** 10 runs.\n\n## Performance\n"
+    (tmp_path / "README.md").write_text(head + intro + NOT_YET_RUN + tail)
+    assert install_result_blocks(tmp_path, ["Ours:", "<!-- BEGIN claims:small -->\n<!-- END claims:small -->"])
+    text = (tmp_path / "README.md").read_text()
+    assert text == head + "Ours:\n\n<!-- BEGIN claims:small -->\n<!-- END claims:small -->" + tail
+    assert not install_result_blocks(tmp_path, ["again"])            # idempotent: nothing pending any more

@@ -43,7 +43,7 @@ from reprokit.claims import (
 )
 from reprokit.config import to_dict
 from reprokit.plan import Group, bracketed, chosen_lrs, is_diverged, planned_jobs, trained
-from reprokit.results import render_readme, write_results
+from reprokit.results import install_result_blocks, render_readme, write_results
 
 from .plan import (
     PKG_DIR,
@@ -56,7 +56,6 @@ from .plan import (
     tokens_per_param,
 )
 
-NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
 RESULT_TABLES = ("main", "lr_grid", "vocab_law")
 
 
@@ -335,25 +334,18 @@ def make_figures(summary: dict, law: dict, records: list[dict], out: Path) -> li
     return files
 
 
-NOT_YET_RUN_INTRO = "**Our small reproduction has not been run yet.**"
 
 
 def ensure_result_markers(paper_dir: Path) -> None:
-    """On the first committed small results, swap the 'not yet run' paragraph (from its bold opening to the
-    marker line) for the result blocks, which ``render_readme`` then fills."""
-    readme = paper_dir / "README.md"
-    text = readme.read_text()
-    if NOT_YET_RUN not in text:
-        return
+    """On the first committed small results, swap the README's pending paragraph (its "not yet run" or "in
+    progress" intro and the marker line) for the result blocks, which ``render_readme`` then fills
+    (``reprokit.results.install_result_blocks``)."""
     blocks = ["Our small reproduction (`results/small/`, written by `overtok reproduce --scale small --workers 2`):"]
     blocks += [f"<!-- BEGIN results:small/{t} -->\n<!-- END results:small/{t} -->" for t in RESULT_TABLES]
     blocks += ["<!-- BEGIN floors:small -->\n<!-- END floors:small -->",
                "<!-- BEGIN claims:small -->\n<!-- END claims:small -->",
                "![test loss against log10 m](results/small/loss_vs_m.png)\n\n![curves](results/small/curves.png)"]
-    end = text.index(NOT_YET_RUN) + len(NOT_YET_RUN)
-    start = text.find(NOT_YET_RUN_INTRO)
-    start = start if 0 <= start < end else text.index(NOT_YET_RUN)
-    readme.write_text(text[:start] + "\n\n".join(blocks) + text[end:])
+    install_result_blocks(paper_dir, blocks)
 
 
 def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool) -> float:

@@ -41,6 +41,7 @@ __all__ = [
     "CLAIM_STATUSES", "ResultsError", "write_results", "load_results", "validate_results",
     "load_reported", "render_reported_table", "render_results_table", "render_claims",
     "render_bench", "render_floors", "render_readme", "environment_info", "markdown_table",
+    "NOT_YET_RUN", "install_result_blocks",
 ]
 
 CLAIM_STATUSES = STATUSES  # reprokit.claims: reproduced / not reproduced / inconclusive / not testable at this budget
@@ -49,6 +50,31 @@ _MARKER = re.compile(r"<!-- BEGIN (?P<key>[^>]+?) -->\n(?P<body>.*?)<!-- END (?P
 
 class ResultsError(ValueError):
     """A results.json / reported.yaml / README marker problem."""
+
+
+# The line a README carries while its small reproduction has no results.json (the harness checks it).
+NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
+_PENDING_INTRO = "**Our small reproduction"
+
+
+def install_result_blocks(paper_dir: str | Path, blocks: list[str]) -> bool:
+    """On a member's first committed small results: replace its README's pending paragraph -- from the last
+    line opening with "**Our small reproduction" before the ``NOT_YET_RUN`` line (an intro saying "has not
+    been run yet" or "is in progress"), or the marker line alone when there is none -- with ``blocks``
+    joined by blank lines (typically empty marker blocks that ``render_readme`` then fills). Returns whether
+    the README changed (False: no pending paragraph, the blocks are in already)."""
+    readme = Path(paper_dir) / "README.md"
+    text = readme.read_text()
+    if NOT_YET_RUN not in text:
+        return False
+    marker = text.index(NOT_YET_RUN)
+    end = marker + len(NOT_YET_RUN)
+    start = marker
+    intro = text.rfind("\n" + _PENDING_INTRO, 0, marker)
+    if intro >= 0 and "\n#" not in text[intro:marker]:      # the intro belongs to the same section
+        start = intro + 1
+    readme.write_text(text[:start] + "\n\n".join(blocks) + text[end:])
+    return True
 
 
 def _version(dist: str) -> str | None:

@@ -31,12 +31,10 @@ from pathlib import Path
 from reprokit.claims import floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
 from reprokit.plan import Group, bracketed, chosen_lrs, is_diverged, lr_decision, trained
-from reprokit.results import render_readme, write_results
+from reprokit.results import install_result_blocks, render_readme, write_results
 
 from .plan import GROUPS, PKG_DIR, PLANS, base_config, flattening_pct, plan_arms, tokens_per_param
 
-NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
-NOT_YET_RUN_INTRO = "**Our small reproduction has not been run yet.**"
 RESULT_TABLES = ("main", "lr_grid")
 ORDER = ("dense", "moe", "pkm", "ladder1", "ladder2", "ultramem")
 
@@ -180,19 +178,14 @@ def make_figures(summary: dict, records: list[dict], out: Path) -> list[str]:
 
 
 def ensure_result_markers(paper_dir: Path) -> None:
-    """On the first committed small results, swap the 'not yet run' paragraph for the result blocks."""
-    readme = paper_dir / "README.md"
-    text = readme.read_text()
-    if NOT_YET_RUN not in text:
-        return
+    """On the first committed small results, swap the README's pending paragraph (its "not yet run" or "in
+    progress" intro and the marker line) for the result blocks, which ``render_readme`` then fills
+    (``reprokit.results.install_result_blocks``)."""
     blocks = ["Our small reproduction (`results/small/`, written by `ultramem reproduce --scale small --workers 2`):"]
     blocks += [f"<!-- BEGIN results:small/{t} -->\n<!-- END results:small/{t} -->" for t in RESULT_TABLES]
     blocks += ["<!-- BEGIN floors:small -->\n<!-- END floors:small -->",
                "<!-- BEGIN claims:small -->\n<!-- END claims:small -->", "![curves](results/small/curves.png)"]
-    end = text.index(NOT_YET_RUN) + len(NOT_YET_RUN)
-    start = text.find(NOT_YET_RUN_INTRO)
-    start = start if 0 <= start < end else text.index(NOT_YET_RUN)
-    readme.write_text(text[:start] + "\n\n".join(blocks) + text[end:])
+    install_result_blocks(paper_dir, blocks)
 
 
 def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool) -> float:
