@@ -161,3 +161,19 @@ def test_all_diverged_extends_the_grid_downwards() -> None:
     assert not decided and jobs[-1].lr == 5e-4           # the smallest LR ranks first among diverged runs
     with pytest.raises(KeyError, match="has no 'val_loss'"):
         g.best([{"run": "x_lr0.001_s0", "lr": 1e-3}])
+
+
+def test_lr_grid_rows_marks_extensions_divergence_and_the_choice():
+    from reprokit.plan import bracketed_note, lr_grid_rows
+
+    recs = [{"arm": "base", "lr": 1e-3, "seed": 0, "m": 2.0}, {"arm": "base", "lr": 2e-3, "seed": 0, "m": 1.5},
+            {"arm": "base", "lr": 4e-3, "seed": 0, "m": 1.7}, {"arm": "base", "lr": 2e-3, "seed": 1, "m": 9.0},
+            {"arm": "main", "lr": 1e-3, "seed": 0, "m": 1.9}, {"arm": "main", "lr": 5e-4, "seed": 0, "m": 1.8},
+            {"arm": "main", "lr": 2e-3, "seed": 0, "diverged": True},
+            {"arm": "main", "lr": 4e-3, "seed": 0, "m": float("nan")}]
+    rows = lr_grid_rows(recs, ("base", "main"), (1e-3, 2e-3, 4e-3), {"base": 2e-3, "main": 5e-4},
+                        lambda r: None if r["m"] != r["m"] else f"{r['m']:.2f}")
+    assert rows == [["0.0005 (extension)", "—", "1.80 ◀ chosen"], ["0.001", "2.00", "1.90"],
+                    ["0.002", "1.50 ◀ chosen", "diverged"], ["0.004", "1.70", "—"]]
+    assert bracketed_note(("base", "main", "x"), {"base": True, "main": False}) == \
+        "bracketed (best LR strictly inside the LRs tried): base yes, main no, x n/a"

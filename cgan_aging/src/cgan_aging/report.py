@@ -34,7 +34,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
-from reprokit.plan import is_diverged, trained
+from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -113,27 +113,18 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
     """Every LR tried by a grid arm (seed 0): the selection metric on the validation identities (and the
     validation target-group accuracy), the chosen LR marked, bracketed yes/no per arm."""
     sel, arms, lrs = plan["select_by"], plan["grid_arms"], plan.get("chosen_lrs", {})
-    seed0 = {(r["arm"], float(r["lr"])): r for r in all_recs if int(r["seed"]) == 0 and r["arm"] in arms}
-    rows = []
-    for lr in sorted({lr for _, lr in seed0}):
-        row = [f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in plan["lr_grid"]) else " (extension)")]
-        for a in arms:
-            r = seed0.get((a, lr))
-            if r is not None and is_diverged(r):
-                row.append("diverged")
-                continue
-            if r is None or not _finite(r.get(sel)):
-                row.append("—")
-                continue
-            acc = f" (acc. {r['val_age_acc']:.3f})" if _finite(r.get("val_age_acc")) else ""
-            row.append(f"{r[sel]:.4f}{acc}" + (" ◀ chosen" if a in lrs and math.isclose(lr, lrs[a]) else ""))
-        rows.append(row)
+
+    def cell(r: dict) -> str | None:
+        if not _finite(r.get(sel)):
+            return None
+        acc = f" (acc. {r['val_age_acc']:.3f})" if _finite(r.get("val_age_acc")) else ""
+        return f"{r[sel]:.4f}{acc}"
+
+    rows = lr_grid_rows(all_recs, arms, plan["lr_grid"], lrs, cell)
     br = plan.get("bracketed", {})
     return {"columns": ["lr (G and D)", *[f"{TITLES[a]}: {sel}" for a in arms]], "rows": rows,
             "caption": f"seed 0; {sel} (ground-truth pixel L1, lower is better) and target-group accuracy on the "
-                       "validation identities (never the test identities of the claims); bracketed (best LR strictly "
-                       "inside the LRs tried): " + ", ".join(
-                           f"{a} {'yes' if br.get(a) else 'no' if br.get(a) is False else 'n/a'}" for a in arms)}
+                       "validation identities (never the test identities of the claims); " + bracketed_note(arms, br)}
 
 
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,

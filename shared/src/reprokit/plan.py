@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -188,6 +188,33 @@ def chosen_lrs(g: Group, records: Iterable[dict]) -> dict[str, float]:
         if src in out:
             out[arm] = out[src]
     return out
+
+
+def lr_grid_rows(records: Iterable[dict], arms: Sequence[str], lr_grid: Sequence[float], chosen: dict[str, float],
+                 cell: Callable[[dict], str | None]) -> list[list[str]]:
+    """The rows of a report's LR-grid table: one per LR that any of ``arms`` tried at seed 0 (ascending; an LR
+    outside ``lr_grid`` is marked "(extension)"), then one cell per arm: ``"diverged"``, ``"—"`` (not run, or
+    ``cell`` gave None) or ``cell(record)``, with " ◀ chosen" at the arm's ``chosen`` LR."""
+    seed0 = {(r["arm"], float(r["lr"])): r for r in records if int(r["seed"]) == 0 and r["arm"] in arms}
+    rows = []
+    for lr in sorted({lr for _, lr in seed0}):
+        row = [f"{lr:g}" + ("" if any(math.isclose(lr, g) for g in lr_grid) else " (extension)")]
+        for a in arms:
+            r = seed0.get((a, lr))
+            text = None if r is None else "diverged" if is_diverged(r) else cell(r)
+            if text is None:
+                row.append("—")
+                continue
+            mark = a in chosen and math.isclose(lr, chosen[a]) and not is_diverged(r)
+            row.append(text + (" ◀ chosen" if mark else ""))
+        rows.append(row)
+    return rows
+
+
+def bracketed_note(arms: Sequence[str], flags: dict[str, bool | None]) -> str:
+    """Caption text: per arm whether its chosen LR is strictly inside the LRs it tried (``bracketed``)."""
+    return "bracketed (best LR strictly inside the LRs tried): " + ", ".join(
+        f"{a} {'yes' if flags.get(a) else 'no' if flags.get(a) is False else 'n/a'}" for a in arms)
 
 
 def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:
