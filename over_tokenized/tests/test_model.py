@@ -49,6 +49,21 @@ def test_oe_with_zeroed_tables_is_the_scaled_baseline_embedding():
     assert_close(emb(ids), emb.wte.weight[ids] / (1 + 1 * 4))
 
 
+@pytest.mark.parametrize("init", ["std", "zero"])
+def test_table_init_switch(init):
+    """model.oe.table_init: N(0, init_std) rows, or zero rows (an n-gram the run never saw adds nothing), in
+    which case the model's first embedding is the baseline's, scaled by 1 / (1 + k (n - 1))."""
+    model = build_model(_cfg(table_init=init), seed=1)
+    w = model.embed.ngram.weight
+    if init == "zero":
+        assert torch.count_nonzero(w) == 0
+        ids = torch.randint(0, 64, (2, 6))
+        assert_close(model.embed(ids), model.embed.wte.weight[ids] * model.embed.scale)
+    else:
+        assert float(w.std()) == pytest.approx(model.cfg.init_std, rel=0.1)
+    assert torch.count_nonzero(model.embed.proj) > 0          # the projections stay random: rows get gradients
+
+
 def test_oe_is_the_average_of_its_terms():
     emb = OverEncoding(64, 32, _cfg().oe, impl="torch")
     for p in emb.parameters():

@@ -29,6 +29,7 @@ class OECfg:
     unigram: bool = True             # false: no 1-gram input table (Table 3 row 2: worse than the baseline)
     allow_shared_factor: bool = False   # permit moduli sharing a factor with V (Table 4's m = 64 V, on purpose)
     proj_init: Literal["fan_in", "std"] = "fan_in"   # projection init: N(0, 1/width) or N(0, model.init_std)
+    table_init: Literal["std", "zero"] = "std"      # n-gram table rows: N(0, model.init_std) or 0 (unseen rows add nothing)
 
     def order_list(self) -> list[int]:
         return list(self.orders) if self.orders else list(range(2, self.n + 1))

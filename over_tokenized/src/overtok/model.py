@@ -101,6 +101,9 @@ def init_parameters(model: nn.Module, seed: int, prefixes: tuple[str, ...] | Non
             p.fill_(1.0)
             continue
         std = cfg.init_std
+        if name.endswith(("embed.ngram.weight", "embed_tokens.ngram.weight")) and cfg.oe.table_init == "zero":
+            p.zero_()
+            continue
         if name.endswith(("attn.out.weight", "mlp.down.weight")):
             std = cfg.init_std / math.sqrt(2 * cfg.depth)
         elif name.endswith(("embed.proj", "embed_tokens.proj")) and cfg.oe.proj_init == "fan_in":
