@@ -79,6 +79,9 @@ class OverEncoding(nn.Module):
         self.wte = nn.Embedding(vocab_size, hidden)                      # (V, D) 1-gram table
         self.ngram = nn.Embedding(self.spec.total_rows, self.width, sparse=sparse)   # (sum m_s, w)
         self.proj = nn.Parameter(torch.empty(S * self.width, hidden))    # (S w, D) stacked W_s
+        # a standalone module is usable (never uninitialised memory); model.init_parameters re-draws every
+        # weight from its keyed stream (and model.init_std) when the module is part of a model
+        nn.init.normal_(self.proj, std=self.width ** -0.5 if oe.proj_init == "fan_in" else 0.02)
         for name, t in self.spec.tensors(self.proj.device).items():
             self.register_buffer(f"hash_{name}", t, persistent=False)
 
