@@ -159,3 +159,19 @@ def test_layernorm_gains_at_init(init, key_norm):
     else:
         assert q == 1.0 and mem.k_norm is None
     assert torch.all(mem.q_norm.weight == q)
+
+
+def test_a_standalone_layer_is_initialised():
+    """Built on its own (not through build_model), a memory layer or MoE holds no uninitialised memory."""
+    from ultramem.memory import MemoryLayer, MoE
+
+    cfg = ModelCfg(depth=2, hidden=16, heads=2, vocab_size=32, arch="memory", impl="torch")
+    cfg.mem.n_keys, cfg.mem.topm, cfg.mem.k_dim, cfg.mem.tucker_rank, cfg.mem.cores = 8, 2, 8, 2, 2
+    cfg.mem.query_conv = 3
+    torch.manual_seed(0)
+    mem = MemoryLayer(cfg)
+    for p in (mem.keys, mem.values, mem.core):
+        assert torch.isfinite(p).all() and 0 < float(p.detach().abs().max()) < 20
+    assert torch.isfinite(mem(torch.randn(1, 4, 16))).all()
+    moe = MoE(ModelCfg(depth=2, hidden=16, heads=2, vocab_size=32, arch="moe"))
+    assert all(float(w.detach().std()) == pytest.approx(0.02, rel=0.2) for w in (moe.w_gate, moe.w_up, moe.w_down))

@@ -70,7 +70,7 @@ def expected_topm_mean(n: int, m: int) -> float:
     (no closed form; the improved init's query LayerNorm gain is 1 / sqrt of it)."""
     draws = max(64, (1 << 20) // n)
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(draws, n, generator=g, dtype=torch.float64)
+    z = torch.randn(draws, n, generator=g, dtype=torch.float64, device="cpu")   # also under a meta-device context
     return float(z.topk(min(m, n), dim=-1)[0].mean())
 
 
@@ -113,8 +113,28 @@ class MemoryLayer(nn.Module):
         else:
             self.perm = None
         self.aux = torch.zeros(())
+        self._standalone_init()
 
     # ---------------------------------------------------------------- init (called by model.init_parameters)
+    @torch.no_grad()
+    def _standalone_init(self) -> None:
+        """Draw the ``torch.empty`` parameters by the same rules from the global RNG, so a layer built on its
+        own never holds uninitialised memory; ``model.init_parameters`` re-draws every weight from its keyed
+        stream when the layer is part of a model. Nothing to draw on the meta device."""
+        if self.values.is_meta:
+            return
+        for local in ("keys", "values"):
+            nn.init.normal_(getattr(self, local), std=self.param_std(local))
+        if self.core is not None:
+            nn.init.uniform_(self.core, 0.0, 1.0)
+        if self.conv is not None:                            # the identity, as model.init_parameters
+            self.conv.weight.zero_()
+            self.conv.weight[..., -1] = 1.0
+        gq, gk = self.norm_gains()
+        self.q_norm.weight.fill_(gq)
+        if self.k_norm is not None:
+            self.k_norm.weight.fill_(gk)
+
     def value_std(self) -> float:
         if self.mc.init == "improved":
             return math.sqrt(self.E / (2 * self.m * self.H * self.cfg.depth))
@@ -234,6 +254,8 @@ class MoE(nn.Module):
         self.w_gate = nn.Parameter(torch.empty(mc.experts, d, f))
         self.w_up = nn.Parameter(torch.empty(mc.experts, d, f))
         self.w_down = nn.Parameter(torch.empty(mc.experts, f, d))
+        for w in (self.w_gate, self.w_up, self.w_down):     # usable standalone; model.init_parameters re-draws
+            nn.init.normal_(w, std=cfg.init_std)
         self.aux = torch.zeros(())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
