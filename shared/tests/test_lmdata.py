@@ -37,3 +37,22 @@ def test_memmap_errors_and_eos_documents(tmp_path):
     (tmp_path / "val.bin").write_bytes(b"\x01")
     with pytest.raises(DataError, match="not a whole"):
         load_lm_data(LMDataCfg(source="memmap", path=str(tmp_path)), vocab_size=10)
+
+
+def test_named_corpora_are_pooled_and_bad_names_are_config_errors(monkeypatch, tmp_path):
+    import reprokit.datasets as ds
+    import reprokit.datasets.text_corpora as tc
+
+    monkeypatch.setenv("REPROKIT_DATA", str(tmp_path))
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "the", "dog", "ran", "far", "and", "the", "bird", "flew", "high", "over", "green", "hills"]
+    fake = {"brown": {f"b{i}": " ".join(words[i:] + words[:i]) * 3 for i in range(10)},
+            "gcide": {f"g{i}": " ".join(words[::-1][i:]) * 4 for i in range(10)}}
+    monkeypatch.setattr(tc, "_CORPORA", {k: (lambda k=k: fake[k]) for k in fake})
+    monkeypatch.setattr(ds, "load_corpus", lambda name: fake[name])
+    d = load_lm_data(LMDataCfg(source="corpus", corpora=["brown", "gcide"], vocab_size=300), cache_name="t")
+    assert d.source == "brown+gcide" and d.vocab_size == 300
+    n_docs = sum(int(d.starts[s].sum()) for s in ("train", "val", "test"))
+    assert n_docs == 20                                   # every document of both corpora, each in one split
+    for bad in ([], ["brown", "nope"], ["brown", "brown"]):
+        with pytest.raises(ConfigError, match="data.corpora"):
+            load_lm_data(LMDataCfg(source="corpus", corpora=bad))

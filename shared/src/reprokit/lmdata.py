@@ -8,6 +8,9 @@ an n-gram window at document boundaries use it; others may ignore it):
   trained on the train split). Document starts: each document is re-encoded alone and the concatenation
   (with the separator tokens ending the previous document) is checked to equal the stored split; the result
   is cached under ``data_dir()/<cache_name>/``. UTF-8 bytes per split are known (bits per byte).
+* ``corpus``: the named corpora of ``data.corpora`` (``reprokit.datasets.load_corpus``: e.g. ``[brown, gcide,
+  austen]``) pooled into one document set (names prefixed ``<corpus>/``), then split and tokenised like
+  ``brown``: a corpus large enough that a small LM run need not repeat its training data.
 * ``text``: the same for a folder of ``*.txt`` files (one document each).
 * ``memmap``: ``train.bin`` / ``val.bin`` [/ ``test.bin``] of ``data.dtype`` ids; a document ends with
   ``data.eos_id`` (the token after it starts the next one). Bytes unknown (bits per token) unless a
@@ -26,7 +29,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +49,8 @@ SPLITS = ("train", "val", "test")
 class LMDataCfg:
     """The ``data`` section of an LM paper's config (used as is by over_tokenized and ultramem)."""
 
-    source: Literal["synthetic", "brown", "text", "memmap"] = "synthetic"
+    source: Literal["synthetic", "brown", "corpus", "text", "memmap"] = "synthetic"
+    corpora: list[str] = field(default_factory=list)   # corpus: named corpora pooled, e.g. [brown, gcide, austen]
     # text: a folder of *.txt files (one document each), split and BPE-tokenised like brown;
     # memmap: a folder with train.bin / val.bin [/ test.bin] of token ids (data.dtype), model.vocab_size set
     path: str = ""
@@ -159,6 +163,22 @@ def _brown(cfg: LMDataCfg, cache_name: str) -> LMData:
     return _from_text_data(td, load_corpus("brown"), "brown", cache_name)
 
 
+def _named_corpora(cfg: LMDataCfg, cache_name: str) -> LMData:
+    from .datasets import load_corpus
+    from .datasets.text_corpora import _CORPORA
+    from .text import prepare_text
+
+    names = list(cfg.corpora)
+    bad = [n for n in names if n not in _CORPORA]
+    if not names or bad or len(set(names)) != len(names):
+        raise ConfigError(f"data.corpora={names}: data.source=corpus wants distinct corpus names from "
+                          f"{sorted(_CORPORA)} (e.g. data.corpora=[brown,gcide])")
+    docs = {f"{n}/{k}": v for n in names for k, v in load_corpus(n).items()}
+    td = prepare_text(corpus=docs, tokenizer="bpe", vocab_size=cfg.vocab_size, split=(0.8, 0.1, 0.1),
+                      seed=cfg.split_seed)
+    return _from_text_data(td, docs, "+".join(names), cache_name)
+
+
 def _text_folder(cfg: LMDataCfg, cache_name: str) -> LMData:
     from .text import prepare_text
 
@@ -218,11 +238,13 @@ def load_lm_data(cfg: LMDataCfg, vocab_size: int = 0, cache_name: str = "lmdata"
         return _synthetic(cfg, vocab_size)
     if src == "brown":
         return _brown(cfg, cache_name)
+    if src == "corpus":
+        return _named_corpora(cfg, cache_name)
     if src == "text":
         return _text_folder(cfg, cache_name)
     if src == "memmap":
         return _memmap(cfg, vocab_size)
-    raise ConfigError(f"data.source={src!r}; valid: synthetic, brown, text, memmap")
+    raise ConfigError(f"data.source={src!r}; valid: synthetic, brown, corpus, text, memmap")
 
 
 def _windows(tokens: np.ndarray, starts: np.ndarray, begins: np.ndarray, T: int):
