@@ -76,3 +76,10 @@ def test_small_plan_arms_are_matched(arm):
     c = model_counts(_cfg(arm, "small").model)
     assert abs(c["activated_macs"] / dense["activated_macs"] - 1) <= 0.05
     assert abs(c["sparse_params"] / ultra["sparse_params"] - 1) <= 0.05
+
+
+def test_arm_keys_list_every_arm_of_each_plan():
+    from ultramem.plan import ARM_KEYS
+
+    for scale in PLANS:
+        assert tuple(plan_arms(PLANS[scale])) == ARM_KEYS

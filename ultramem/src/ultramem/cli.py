@@ -110,7 +110,9 @@ def cmd_bench(args) -> int:
 
 
 def _train_args(p) -> None:
-    p.add_argument("--arm", default=None, choices=["dense", "moe", "pkm", "ladder1", "ladder2", "ultramem"],
+    from .plan import ARM_KEYS
+
+    p.add_argument("--arm", default=None, choices=ARM_KEYS,
                    help="apply the keys of one arm of the small plan (plan.PLANS['small']: sizes, switches, "
                         "compute-matched FFN width) before the overrides; use with configs/small.yaml")
 

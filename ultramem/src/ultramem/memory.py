@@ -42,6 +42,7 @@ Equations (paper arXiv 2411.12364, Secs. 3-4; PKM base: 1907.05242 Sec. 3):
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -65,6 +66,7 @@ def top1_singular_vectors(core: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return (u * sign).to(core.dtype), (t * sign).to(core.dtype)
 
 
+@functools.cache
 def expected_topm_mean(n: int, m: int) -> float:
     """E[mean of the top-m of n i.i.d. N(0, 1)] by a fixed-seed Monte-Carlo estimate over 2^20 normals
     (no closed form; the improved init's query LayerNorm gain is 1 / sqrt of it)."""
@@ -118,22 +120,33 @@ class MemoryLayer(nn.Module):
     # ---------------------------------------------------------------- init (called by model.init_parameters)
     @torch.no_grad()
     def _standalone_init(self) -> None:
-        """Draw the ``torch.empty`` parameters by the same rules from the global RNG, so a layer built on its
-        own never holds uninitialised memory; ``model.init_parameters`` re-draws every weight from its keyed
-        stream when the layer is part of a model. Nothing to draw on the meta device."""
+        """Initialise every parameter by ``init_param`` from the global RNG, so a layer built on its own never
+        holds uninitialised memory; ``model.init_parameters`` re-draws each one from its keyed stream when the
+        layer is part of a model. Nothing to draw on the meta device."""
         if self.values.is_meta:
             return
-        for local in ("keys", "values"):
-            nn.init.normal_(getattr(self, local), std=self.param_std(local))
-        if self.core is not None:
-            nn.init.uniform_(self.core, 0.0, 1.0)
-        if self.conv is not None:                            # the identity, as model.init_parameters
-            self.conv.weight.zero_()
-            self.conv.weight[..., -1] = 1.0
-        gq, gk = self.norm_gains()
-        self.q_norm.weight.fill_(gq)
-        if self.k_norm is not None:
-            self.k_norm.weight.fill_(gk)
+        for local, p in self.named_parameters():
+            self.init_param(local, p, None)
+
+    @torch.no_grad()
+    def init_param(self, local: str, p: torch.Tensor, generator: torch.Generator | None) -> None:
+        """The init of one parameter (``local``: its name inside this layer), drawn from ``generator`` (None:
+        the global RNG): Tucker cores U(0, 1) (as the official code); the query conv as the identity; q/k
+        LayerNorm gains ``norm_gains``, other norm weights 1 and biases 0; the rest N(0, ``param_std``)."""
+        if local == "core":
+            p.copy_(torch.rand(p.shape, generator=generator, dtype=torch.float32).to(p.dtype))
+            return
+        if local == "conv.weight":                                          # identity: the current token only
+            p.zero_()
+            p[..., -1] = 1.0
+            return
+        std = self.param_std(local)
+        if std is None:                                                     # LayerNorm gains / biases
+            gq, gk = self.norm_gains()
+            gain = {"q_norm.weight": gq, "k_norm.weight": gk}.get(local, 1.0)
+            p.fill_(gain if local.endswith("weight") else 0.0)
+            return
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype) * std)
 
     def value_std(self) -> float:
         if self.mc.init == "improved":
@@ -160,7 +173,7 @@ class MemoryLayer(nn.Module):
         if local == "proj.weight":
             return (1.0 / math.sqrt(self.E * self.Dv) if self.mc.init == "improved"
                     else self.cfg.init_std / math.sqrt(2 * self.cfg.depth))
-        return None                                  # norms, cores, the query conv (identity, see model.py)
+        return None                                  # norms, cores, the query conv (see init_param)
 
     # ---------------------------------------------------------------- retrieval
     def queries(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -88,10 +88,10 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def init_parameters(model: nn.Module, seed: int, prefixes: tuple[str, ...] = ()) -> None:
     """Every parameter from its own keyed stream ``(seed, "init", name)``, so the weights two arms share
     start identical. N(0, init_std); block output projections N(0, init_std / sqrt(2 depth)); norms 1;
-    memory layers per ``MemoryLayer.param_std`` (values: PKM N(0, 1/D_v) or the improved-init variance) and
-    ``MemoryLayer.norm_gains`` (the q/k LayerNorm gains); Tucker cores U(0, 1) (as the official code); the
-    causal query conv as the identity; MoE experts like the dense FFN. ``prefixes``: only the parameters
-    whose names start with one of them (a transformers backbone initialises itself)."""
+    memory layers by ``MemoryLayer.init_param`` (values: PKM N(0, 1/D_v) or the improved-init variance, q/k
+    LayerNorm gains, Tucker cores U(0, 1), the causal query conv as the identity); MoE experts like the dense
+    FFN. ``prefixes``: only the parameters whose names start with one of them (a transformers backbone
+    initialises itself)."""
     cfg = model.cfg
     for name, p in model.named_parameters():
         if p.device.type == "meta" or (prefixes and not name.startswith(prefixes)):
@@ -100,25 +100,12 @@ def init_parameters(model: nn.Module, seed: int, prefixes: tuple[str, ...] = ())
         std = cfg.init_std
         if name.startswith("mems."):
             k, local = name.split(".", 2)[1:]
-            mem = model.mems[int(k)]
-            if local == "conv.weight":                                  # identity: the current token only
-                p.zero_()
-                p[..., -1] = 1.0
-                continue
-            if local == "core":
-                p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float32).to(p.dtype))
-                continue
-            s = mem.param_std(local)
-            if s is None:                                                # LayerNorm gains / biases
-                gq, gk = mem.norm_gains()
-                gain = {"q_norm.weight": gq, "k_norm.weight": gk}.get(local, 1.0)
-                p.fill_(gain if local.endswith("weight") else 0.0)
-                continue
-            std = s
-        elif name.endswith("norm.weight") or ".norm" in name or name.startswith("norm"):
+            model.mems[int(k)].init_param(local, p, g)                  # the layer's own rules
+            continue
+        if name.endswith("norm.weight") or ".norm" in name or name.startswith("norm"):
             p.fill_(1.0)
             continue
-        elif name.endswith(("attn.out.weight", "mlp.down.weight", "mlp.w_down")):
+        if name.endswith(("attn.out.weight", "mlp.down.weight", "mlp.w_down")):
             std = cfg.init_std / math.sqrt(2 * cfg.depth)
         p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * std)
 

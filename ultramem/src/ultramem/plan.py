@@ -124,6 +124,7 @@ PLANS: dict[str, dict] = {
 }
 
 
+ARM_KEYS = ("dense", "moe", "pkm", "ladder1", "ladder2", "ultramem")   # every arm of a plan, in table order
 GRID_ARMS = ("dense", "ultramem")        # the arms whose LR is tuned on the grid (seed 0)
 FAMILY = {"moe": "dense", "pkm": "ultramem", "ladder1": "ultramem", "ladder2": "ultramem"}   # arm -> LR source
 SEED_ARMS = ("dense", "ultramem", "pkm", "moe")     # the arms of the claims: every seed of the group

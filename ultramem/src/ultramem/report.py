@@ -33,10 +33,9 @@ from reprokit.config import to_dict
 from reprokit.plan import Group, bracketed, chosen_lrs, is_diverged, lr_decision, trained
 from reprokit.results import install_result_blocks, render_readme, write_results
 
-from .plan import GROUPS, PKG_DIR, PLANS, base_config, flattening_pct, plan_arms, tokens_per_param
+from .plan import ARM_KEYS, GROUPS, PKG_DIR, PLANS, base_config, flattening_pct, plan_arms, tokens_per_param
 
 RESULT_TABLES = ("main", "lr_grid")
-ORDER = ("dense", "moe", "pkm", "ladder1", "ladder2", "ultramem")
 
 
 def summarize(records: list[dict], plan: dict, group: Group) -> dict[str, dict]:
@@ -121,7 +120,7 @@ def make_tables(summary: dict, records: list[dict], group: Group) -> dict:
     """The tables from the summary; ``records``: the plan's records, diverged ones included (the LR table shows
     them as ``diverged``, the main table's caption names those at an arm's chosen LR)."""
     rows = []
-    for k in ORDER:
+    for k in ARM_KEYS:
         e = summary.get(k)
         if e is None:
             continue
@@ -158,7 +157,7 @@ def make_figures(summary: dict, records: list[dict], out: Path) -> list[str]:
 
     fig = Figure(figsize=(10, 3.8), dpi=110)
     axes = fig.subplots(1, 2)
-    for key in ORDER:
+    for key in ARM_KEYS:
         e = summary.get(key)
         rec = e and next((r for r in records if r["run"] == e["runs"][0]), None)
         if not rec:
