@@ -81,9 +81,13 @@ class OverEncoding(nn.Module):
         self.proj = nn.Parameter(torch.empty(S * self.width, hidden))    # (S w, D) stacked W_s
         # a standalone module is usable (never uninitialised memory); model.init_parameters re-draws every
         # weight from its keyed stream (and model.init_std) when the module is part of a model
-        nn.init.normal_(self.proj, std=self.width ** -0.5 if oe.proj_init == "fan_in" else 0.02)
+        nn.init.normal_(self.proj, std=self.proj_std())
         for name, t in self.spec.tensors(self.proj.device).items():
             self.register_buffer(f"hash_{name}", t, persistent=False)
+
+    def proj_std(self, init_std: float = 0.02) -> float:
+        """Init std of the stacked projections: 1 / sqrt(w) ("fan_in") or the model's ``init_std``."""
+        return self.width ** -0.5 if self.proj_init == "fan_in" else init_std
 
     @property
     def weight(self) -> torch.Tensor:

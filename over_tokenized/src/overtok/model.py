@@ -106,8 +106,8 @@ def init_parameters(model: nn.Module, seed: int, prefixes: tuple[str, ...] | Non
             continue
         if name.endswith(("attn.out.weight", "mlp.down.weight")):
             std = cfg.init_std / math.sqrt(2 * cfg.depth)
-        elif name.endswith(("embed.proj", "embed_tokens.proj")) and cfg.oe.proj_init == "fan_in":
-            std = 1.0 / math.sqrt(model.embed.width)
+        elif name.endswith(("embed.proj", "embed_tokens.proj")):
+            std = model.embed.proj_std(cfg.init_std)
         g = step_generator(seed, "init", name)
         p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p.dtype) * std)
 

@@ -334,8 +334,6 @@ def make_figures(summary: dict, law: dict, records: list[dict], out: Path) -> li
     return files
 
 
-
-
 def ensure_result_markers(paper_dir: Path) -> None:
     """On the first committed small results, swap the README's pending paragraph (its "not yet run" or "in
     progress" intro and the marker line) for the result blocks, which ``render_readme`` then fills
