@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from reprokit.cli import discover_papers
-from reprokit.results import load_reported, load_results, render_readme
+from reprokit.results import NOT_YET_RUN, load_reported, load_results, render_readme
 
 README_SECTIONS = ["## Quickstart", "## Method", "## Reported vs reproduced", "## Performance",
                    "## Scaling out", "## Citation"]
@@ -68,9 +68,6 @@ def test_readme_tables_are_rendered_from_results(member):
         f"{member.name}/README.md differs from what reprokit.results.render_readme produces from the committed "
         "results; re-render it (the paper's reproduce does this)")
     assert "<!-- BEGIN" in text, "README has no generated table"
-
-
-NOT_YET_RUN = "<!-- small reproduction: not yet run -->"
 
 
 def test_committed_results_are_valid(member):

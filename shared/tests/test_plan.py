@@ -175,5 +175,10 @@ def test_lr_grid_rows_marks_extensions_divergence_and_the_choice():
                         lambda r: None if r["m"] != r["m"] else f"{r['m']:.2f}")
     assert rows == [["0.0005 (extension)", "—", "1.80 ◀ chosen"], ["0.001", "2.00", "1.90"],
                     ["0.002", "1.50 ◀ chosen", "diverged"], ["0.004", "1.70", "—"]]
+    from reprokit.plan import metric_cell
+
+    cell = metric_cell("m", note=("acc", "acc."))
+    assert cell({"m": 1.23456, "acc": 0.9}) == "1.2346 (acc. 0.900)" and cell({"m": 1.0}) == "1.0000"
+    assert cell({"m": float("nan"), "acc": 0.9}) is None and cell({}) is None
     assert bracketed_note(("base", "main", "x"), {"base": True, "main": False}) == \
         "bracketed (best LR strictly inside the LRs tried): base yes, main no, x n/a"

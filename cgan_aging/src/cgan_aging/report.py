@@ -34,7 +34,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
-from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, trained
+from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, metric_cell, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -113,14 +113,7 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
     """Every LR tried by a grid arm (seed 0): the selection metric on the validation identities (and the
     validation target-group accuracy), the chosen LR marked, bracketed yes/no per arm."""
     sel, arms, lrs = plan["select_by"], plan["grid_arms"], plan.get("chosen_lrs", {})
-
-    def cell(r: dict) -> str | None:
-        if not _finite(r.get(sel)):
-            return None
-        acc = f" (acc. {r['val_age_acc']:.3f})" if _finite(r.get("val_age_acc")) else ""
-        return f"{r[sel]:.4f}{acc}"
-
-    rows = lr_grid_rows(all_recs, arms, plan["lr_grid"], lrs, cell)
+    rows = lr_grid_rows(all_recs, arms, plan["lr_grid"], lrs, metric_cell(sel, note=("val_age_acc", "acc.")))
     br = plan.get("bracketed", {})
     return {"columns": ["lr (G and D)", *[f"{TITLES[a]}: {sel}" for a in arms]], "rows": rows,
             "caption": f"seed 0; {sel} (ground-truth pixel L1, lower is better) and target-group accuracy on the "

@@ -154,33 +154,34 @@ def _from_text_data(td, docs: dict[str, str], source: str, cache_name: str) -> L
     return LMData(td.vocab_size, {s: td.split(s) for s in SPLITS}, starts, dict(td.bytes), source, td.decode)
 
 
-def _brown(cfg: LMDataCfg, cache_name: str) -> LMData:
-    from .datasets import load_corpus
+def _bpe_documents(cfg: LMDataCfg, docs: dict[str, str], source: str, cache_name: str) -> LMData:
+    """``docs`` split 80/10/10 by whole document and tokenised by a BPE of ``data.vocab_size`` trained on the
+    train split (``reprokit.text.prepare_text``, cached): the path of ``brown``, ``corpus`` and ``text``."""
     from .text import prepare_text
 
-    td = prepare_text(corpus="brown", tokenizer="bpe", vocab_size=cfg.vocab_size, split=(0.8, 0.1, 0.1),
+    td = prepare_text(corpus=docs, tokenizer="bpe", vocab_size=cfg.vocab_size, split=(0.8, 0.1, 0.1),
                       seed=cfg.split_seed)
-    return _from_text_data(td, load_corpus("brown"), "brown", cache_name)
+    return _from_text_data(td, docs, source, cache_name)
+
+
+def _brown(cfg: LMDataCfg, cache_name: str) -> LMData:
+    from .datasets import load_corpus
+
+    return _bpe_documents(cfg, load_corpus("brown"), "brown", cache_name)
 
 
 def _named_corpora(cfg: LMDataCfg, cache_name: str) -> LMData:
-    from .datasets import load_corpus
-    from .datasets.text_corpora import _CORPORA
-    from .text import prepare_text
+    from .datasets import corpus_names, load_corpus
 
     names = list(cfg.corpora)
-    bad = [n for n in names if n not in _CORPORA]
-    if not names or bad or len(set(names)) != len(names):
+    if not names or set(names) - set(corpus_names()) or len(set(names)) != len(names):
         raise ConfigError(f"data.corpora={names}: data.source=corpus wants distinct corpus names from "
-                          f"{sorted(_CORPORA)} (e.g. data.corpora=[brown,gcide])")
+                          f"{corpus_names()} (e.g. data.corpora=[brown,gcide])")
     docs = {f"{n}/{k}": v for n in names for k, v in load_corpus(n).items()}
-    td = prepare_text(corpus=docs, tokenizer="bpe", vocab_size=cfg.vocab_size, split=(0.8, 0.1, 0.1),
-                      seed=cfg.split_seed)
-    return _from_text_data(td, docs, "+".join(names), cache_name)
+    return _bpe_documents(cfg, docs, "+".join(names), cache_name)
 
 
 def _text_folder(cfg: LMDataCfg, cache_name: str) -> LMData:
-    from .text import prepare_text
 
     root = Path(cfg.path).expanduser()
     if not cfg.path or not root.is_dir():
@@ -196,9 +197,7 @@ def _text_folder(cfg: LMDataCfg, cache_name: str) -> LMData:
             docs[str(f.relative_to(root))] = f.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{f}: unreadable as UTF-8 text ({e})") from e
-    td = prepare_text(corpus=docs, tokenizer="bpe", vocab_size=cfg.vocab_size, split=(0.8, 0.1, 0.1),
-                      seed=cfg.split_seed)
-    return _from_text_data(td, docs, "text", cache_name)
+    return _bpe_documents(cfg, docs, "text", cache_name)
 
 
 def _memmap(cfg: LMDataCfg, V: int) -> LMData:

@@ -211,6 +211,24 @@ def lr_grid_rows(records: Iterable[dict], arms: Sequence[str], lr_grid: Sequence
     return rows
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def metric_cell(key: str, note: tuple[str, str] | None = None, fmt: str = ".4f",
+                note_fmt: str = ".3f") -> Callable[[dict], str | None]:
+    """A ``lr_grid_rows`` cell: ``record[key]`` formatted (None -- shown as "—" -- when missing or not finite),
+    followed by " (label value)" for ``note = (record key, label)`` when that value is finite."""
+
+    def cell(r: dict) -> str | None:
+        if not _finite(r.get(key)):
+            return None
+        extra = f" ({note[1]} {r[note[0]]:{note_fmt}})" if note and _finite(r.get(note[0])) else ""
+        return f"{r[key]:{fmt}}{extra}"
+
+    return cell
+
+
 def bracketed_note(arms: Sequence[str], flags: dict[str, bool | None]) -> str:
     """Caption text: per arm whether its chosen LR is strictly inside the LRs it tried (``bracketed``)."""
     return "bracketed (best LR strictly inside the LRs tried): " + ", ".join(

@@ -5,6 +5,8 @@ from reprokit.datasets.text_corpora import (
     SHAKESPEARE_NON_PLAYS,
     austen_novels,
     brown_documents,
+    corpus_names,
+    gcide_documents,
     load_corpus,
     shakespeare_plays,
 )
@@ -14,6 +16,8 @@ __all__ = [
     "SHAKESPEARE_NON_PLAYS",
     "austen_novels",
     "brown_documents",
+    "corpus_names",
+    "gcide_documents",
     "load_corpus",
     "load_fashion_mnist",
     "read_idx",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from reprokit.fetch import fetch
 
-__all__ = ["SHAKESPEARE_NON_PLAYS", "austen_novels", "brown_documents", "gcide_documents", "gcide_text_documents",
-           "load_corpus", "shakespeare_plays"]
+__all__ = ["SHAKESPEARE_NON_PLAYS", "austen_novels", "brown_documents", "corpus_names", "gcide_documents",
+           "gcide_text_documents", "load_corpus", "shakespeare_plays"]
 
 SHAKESPEARE_NON_PLAYS = frozenset(
     {
@@ -214,6 +214,11 @@ def gcide_documents(doc_chars: int = 20_000) -> dict[str, str]:
 
 _CORPORA = {"shakespeare": shakespeare_plays, "austen": austen_novels, "brown": brown_documents,
             "gcide": gcide_documents}
+
+
+def corpus_names() -> list[str]:
+    """The names :func:`load_corpus` knows."""
+    return sorted(_CORPORA)
 
 
 def load_corpus(name: str) -> dict[str, str]:
