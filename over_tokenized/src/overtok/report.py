@@ -373,8 +373,12 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     law = vocab_law(summary, plan, counts[2])
     floors = make_floors(summary)
     claims = make_claims(summary, law, floors)
-    label = (f"Brown corpus, BPE {data.vocab_size}" if data.source == "brown"
-             else f"{data.source} tokens, V = {data.vocab_size}")
+    if data.source == "brown":
+        label = f"Brown corpus, BPE {data.vocab_size}"
+    elif data.source == "corpus":
+        label = f"{' + '.join(cfg.data.corpora)} corpora pooled, BPE {data.vocab_size}"
+    else:
+        label = f"{data.source} tokens, V = {data.vocab_size}"
     tables = make_tables(summary, records, law, scale, label)
     figures = make_figures(summary, law, done, out)
     wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
