@@ -5,7 +5,7 @@ import pytest
 
 from reprokit.config import ConfigError
 from reprokit.errors import DataError
-from reprokit.lmdata import LMDataCfg, eval_targets, eval_windows, load_lm_data, train_batch
+from reprokit.lmdata import LMDataCfg, eval_bytes, eval_targets, eval_windows, load_lm_data, train_batch
 
 
 def test_synthetic_documents_batches_and_windows():
@@ -20,6 +20,7 @@ def test_synthetic_documents_batches_and_windows():
     for _x, yb, _ in eval_windows(d, "val", 16, 3):
         n += yb.numel()
     assert n == eval_targets(d, "val")  # every target once
+    assert eval_bytes(d, "val") is None and eval_bytes(d, "val", 20) is None   # ids without text: no bytes
     with pytest.raises(ConfigError, match="model.vocab_size"):
         load_lm_data(LMDataCfg(source="synthetic"), vocab_size=0)
 
@@ -51,6 +52,12 @@ def test_named_corpora_are_pooled_and_bad_names_are_config_errors(monkeypatch, t
     monkeypatch.setattr(ds, "load_corpus", lambda name: fake[name])
     d = load_lm_data(LMDataCfg(source="corpus", corpora=["brown", "gcide"], vocab_size=300), cache_name="t")
     assert d.source == "brown+gcide" and d.vocab_size == 300
+    # bits per byte: the whole split's text bytes; a prefix: the bytes of its decoded scored targets
+    assert eval_bytes(d, "train") == d.n_bytes["train"] and eval_bytes(d, "train", 10 ** 9) == d.n_bytes["train"]
+    ids = d.split("train")[:41].tolist()
+    want = len(d.decode(ids[1:]).encode("utf-8"))
+    assert eval_bytes(d, "train", 41) == want and 0 < want < d.n_bytes["train"]
+    assert eval_bytes(d, "train", 81) > want                 # grows with the prefix
     n_docs = sum(int(d.starts[s].sum()) for s in ("train", "val", "test"))
     assert n_docs == 20                                   # every document of both corpora, each in one split
     for bad in ([], ["brown", "nope"], ["brown", "brown"]):

@@ -375,7 +375,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     claims = make_claims(summary, law, floors)
     if data.source == "brown":
         label = f"Brown corpus, BPE {data.vocab_size}"
-    elif data.source == "corpus":
+    elif cfg.data.source == "corpus":
         label = f"{' + '.join(cfg.data.corpora)} corpora pooled, BPE {data.vocab_size}"
     else:
         label = f"{data.source} tokens, V = {data.vocab_size}"

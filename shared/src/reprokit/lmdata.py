@@ -40,7 +40,8 @@ from .config import ConfigError
 from .errors import DataError
 from .rng import step_rng
 
-__all__ = ["LMDataCfg", "LMData", "SPLITS", "load_lm_data", "train_batch", "eval_windows", "eval_targets"]
+__all__ = ["LMDataCfg", "LMData", "SPLITS", "load_lm_data", "train_batch", "eval_windows", "eval_targets",
+           "eval_bytes"]
 
 SPLITS = ("train", "val", "test")
 
@@ -286,3 +287,19 @@ def eval_windows(data: LMData, split: str, seq_len: int, batch_size: int, max_to
 def eval_targets(data: LMData, split: str, max_tokens: int = 0) -> int:
     n = len(data.split(split))
     return max((min(n, max_tokens) if max_tokens else n) - 1, 0)
+
+
+def eval_bytes(data: LMData, split: str, max_tokens: int = 0) -> int | None:
+    """UTF-8 bytes behind an evaluation of ``split`` (``eval_windows`` with the same ``max_tokens``), the
+    denominator of bits per byte; None where the text is unknown (synthetic, memmap without metadata).
+
+    The whole split: the bytes of its text (``n_bytes``). A prefix (``max_tokens`` below the split's length):
+    the bytes of the decoded scored targets, tokens 1..n-1, so a capped evaluation still reports bits per byte
+    (the two definitions differ by the first token and the document separators; every arm of a comparison
+    uses the same one)."""
+    tokens = data.split(split)
+    if not max_tokens or max_tokens >= len(tokens):
+        return data.n_bytes.get(split) if data.n_bytes else None
+    if data.decode is None:
+        return None
+    return len(data.decode(tokens[1:max_tokens].tolist()).encode("utf-8"))

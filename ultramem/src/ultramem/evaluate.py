@@ -2,9 +2,9 @@
 
 Windows are non-overlapping (``data.eval_windows``): every token of the split after the first is scored
 once, the attention (and the causal query conv) restarting at each window start. ``bpb`` = total NLL /
-(ln 2 x UTF-8 bytes of the split's text) and is reported only for the whole split of a corpus whose text
-is known (Brown, a text folder); otherwise only ``bpt`` (bits per token) is reported, never labelled as
-bits per byte.
+(ln 2 x UTF-8 bytes) where the text is known (``reprokit.lmdata.eval_bytes``: the split's text for a whole
+split, the decoded scored tokens for a prefix); otherwise (synthetic ids) only ``bpt`` (bits per token) is
+reported, never labelled as bits per byte.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from reprokit.dist import get_rank, get_world_size
+from reprokit.lmdata import eval_bytes
 from reprokit.metrics.lm import LMAccumulator
 
 from .data import LMData, eval_windows
@@ -30,9 +31,7 @@ def evaluate_lm(model: torch.nn.Module, data: LMData, split: str, seq_len: int, 
         logits = model(x.to(dev), ds.to(dev))
         acc.update_logits(logits, y.to(dev))
     acc.reduce()
-    whole = not max_tokens or max_tokens >= len(data.split(split))
-    n_bytes = data.n_bytes.get(split) if (data.n_bytes and whole) else None
-    d = acc.as_dict(n_bytes)
+    d = acc.as_dict(eval_bytes(data, split, max_tokens))
     model.train(was_training)
     return {"loss": d["nll"], "ppl": d["ppl"], "bpt": d["bpt"], **({"bpb": d["bpb"]} if "bpb" in d else {}),
             "tokens": d["n_tokens"]}
