@@ -13,7 +13,7 @@ Plan (both scales; sizes in ``plan.PLANS``), every run at identical tokens and d
 There are no stages: ``reprokit.plan.run_jobs`` re-derives the plan after every finished run, so a run that a
 result calls for (an extension, the further seeds, a secondary arm once its family's LR is decided) starts as
 soon as a worker is free. The plan is a pure function of the finished records of its own runs (run names carry
-the arm, the budget tag ``st<steps>``, the LR and the seed: ``oe-n3k1-m65537_st1400_lr0.006_s1``), so
+the arm, the budget tag ``st<steps>``, the LR and the seed: ``oe-n3k1-m65537_st2800_lr0.006_s1``), so
 resuming never changes the run set. ``results/<scale>/runs.jsonl`` gets one record per finished run (name,
 every varying key, ``val_loss``, final metrics, logged curves) as soon as it finishes; a recorded run is never
 recomputed, and unfinished runs resume from their own checkpoints under ``runs/<scale>/<run name>/``. A failed
