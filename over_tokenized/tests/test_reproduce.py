@@ -258,3 +258,14 @@ def test_first_small_results_replace_the_not_yet_run_paragraph(tmp_path):
     for key in ("results:small/main", "results:small/vocab_law", "floors:small", "claims:small"):
         assert f"<!-- BEGIN {key} -->" in text
     assert "**Plan**" in text and "## Performance" in text
+
+
+def test_wall_time_sums_only_the_invocations_of_its_own_plan(tmp_path):
+    from overtok.report import _wall_time
+
+    (tmp_path / "wall_time.json").write_text(json.dumps({"invocations": [
+        {"elapsed_s": 3957.0, "runs_recorded": 24, "from_scratch": True, "tag": "st1400"}]}))
+    assert _wall_time(tmp_path, 100.0, 3, "small", True, "st2800") == 100.0        # an earlier plan never counts
+    assert _wall_time(tmp_path, 50.0, 5, "small", False, "st2800") == 150.0        # a resumed one adds up
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert [i["tag"] for i in inv] == ["st1400", "st2800", "st2800"] and inv[0]["elapsed_s"] == 3957.0

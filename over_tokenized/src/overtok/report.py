@@ -346,15 +346,16 @@ def ensure_result_markers(paper_dir: Path) -> None:
     install_result_blocks(paper_dir, blocks)
 
 
-def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool) -> float:
-    """Cumulative wall time over invocations (a resumed reproduction adds up), kept in wall_time.json; each
-    invocation says whether it started with none of the plan's runs finished (``from_scratch``)."""
+def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool, tag: str) -> float:
+    """Cumulative wall time of the plan ``tag`` over its invocations (a resumed reproduction adds up), kept in
+    wall_time.json; each invocation says its plan's budget tag and whether it started with none of that plan's
+    runs finished (``from_scratch``). Invocations of another budget (an earlier plan) are kept, never summed."""
     path = out / "wall_time.json"
     inv = json.loads(path.read_text())["invocations"] if (path.is_file() and scale != "smoke") else []
     inv.append({"date": time.strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(elapsed_s, 1), "runs_recorded": n_runs,
-                "from_scratch": from_scratch})
+                "from_scratch": from_scratch, "tag": tag})
     path.write_text(json.dumps({"invocations": inv}, indent=1) + "\n")
-    return sum(i["elapsed_s"] for i in inv)
+    return sum(i["elapsed_s"] for i in inv if i.get("tag") == tag)
 
 
 def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, elapsed_s: float = 0.0,
@@ -381,7 +382,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
         label = f"{data.source} tokens, V = {data.vocab_size}"
     tables = make_tables(summary, records, law, scale, label)
     figures = make_figures(summary, law, done, out)
-    wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch)
+    wall = _wall_time(out, elapsed_s, len(records), scale, from_scratch, group.tag)
     t = cfg.train
     protocol = {
         "data": {"source": cfg.data.source, "vocab_size": data.vocab_size,
