@@ -58,3 +58,21 @@ def test_evaluate_on_a_user_folder(tmp_path):
     assert res["n_sources"] == 12 and res["n_translations"] == 24
     for k in ("tracer_acc", "target_acc", "cycle_l1"):
         assert 0 <= res[k] <= 2, k
+
+
+def test_the_small_reproductions_evaluators_and_tracer_pass_their_floors():
+    """configs/small.yaml's frozen evaluators and tracer are strong enough to be trusted: the domain classifier
+    and the mark detector reach their floors, the tracer finds the source in perfect translations that keep the
+    source's marks and stays near chance without them. (The first small run's evaluators, 6 epochs on 2,000
+    renders, reached 0.62 / 0.59, and its tracer, 20 epochs on 450 translations, found the source in only 55 %
+    of the marked counterfactuals: every metric would have been untrusted or blind.)"""
+    from pathlib import Path
+
+    from ugan.evaluate import train_evaluators
+
+    torch.set_num_threads(1)
+    cfg = load_config(Cfg, Path(__file__).parents[1] / "configs" / "small.yaml", [])
+    ev = train_evaluators(cfg)
+    floors = {k: ev[k] for k in ("domain_floor", "mark_floor", "tracer_pos_floor", "tracer_neg_floor")}
+    assert all(f["ok"] for f in floors.values()), floors
+    assert floors["tracer_pos_floor"]["value"] > floors["tracer_neg_floor"]["value"] + 0.4

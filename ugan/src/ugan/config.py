@@ -102,6 +102,7 @@ class EvalCfg:
     floor_domain_acc: float = 0.9    # the frozen domain classifier must reach this on held-out renders
     floor_mark_acc: float = 0.85     # the mark detector's per-label accuracy floor
     tracer_epochs: int = 20
+    floor_tracer_control: float = 0.85   # the tracer on perfect translations that keep the source's marks
     grid_sources: int = 4
 
 

@@ -7,7 +7,12 @@ that is checked before its metric is trusted (``floors`` in the output, ``*_trus
 * domain classifier (reprokit.metrics.feature_net.SmallClassifier): target accuracy, and its
   penultimate features give FID*/KID* (non-standard: not Inception features);
 * mark detector: 4 classes (no mark / freckles / stubble / spots), trained on renders whose mark type
-  is drawn independently of the domain, so it reads the mark and not the domain.
+  is drawn independently of the domain, so it reads the mark and not the domain;
+* the tracer's controls (``tracer_controls``): the same tracer recipe on two ideal translators of the test
+  sources, built from the renderer: the counterfactual render *with the source's marks* (every trace a
+  perfect translator could leave; the tracer must find it: floor ``eval.floor_tracer_control``) and the
+  clean counterfactual (no trace; the tracer must stay within 0.1 of chance). A tracer too weak to find the
+  marks would report every translator as untraceable, so its tracer accuracy is trusted only with both.
 
 Metrics of the translations of ``eval.max_images`` test sources into every other domain:
 
@@ -65,7 +70,30 @@ def train_evaluators(cfg: Cfg) -> dict:
                                seed=derive_seed(e.seed, "shuffle", name), val=(xv, yv))
         out[name] = net
         out[f"{name}_floor"] = floor_check(f"{name}_classifier_acc", rep["test_accuracy"], floor)
+    if cfg.data.source == "procface":
+        out.update(tracer_controls(cfg))
     return out
+
+
+def tracer_controls(cfg: Cfg) -> dict:
+    """``tracer_accuracy`` on ideal translations of the test sources (the pairs ``translations`` makes): the
+    counterfactual with the source's marks (positive control) and without them (negative control)."""
+    K, S = cfg.model.num_domains, cfg.model.image_size
+    s = procface_split(cfg, "test")
+    n = min(cfg.eval.max_images, len(s["domain"]))
+    dom = s["domain"][:n]
+    src = np.array([i for i in range(n) for j in range(K) if j != dom[i]], dtype=np.int64)
+    tgt = np.array([j for i in range(n) for j in range(K) if j != dom[i]], dtype=np.int64)
+    z = s["z"][:n][src]
+    marked = pf.render(z, tgt, K, S, marks=True, mark_seeds=s["mark_seeds"][:n][src],
+                       mark_types=pf.mark_type(dom[src]), strength=cfg.data.mark_strength)
+    clean = pf.render(z, tgt, K, S, marks=False)
+    sd, sid = torch.from_numpy(dom[src]), torch.from_numpy(src)
+    pos = tracer_accuracy(torch.from_numpy(marked), sd, sid, K, cfg)
+    neg = tracer_accuracy(torch.from_numpy(clean), sd, sid, K, cfg)
+    return {"tracer_pos_floor": floor_check("tracer_control_marks_kept_acc", pos, cfg.eval.floor_tracer_control),
+            "tracer_neg_floor": floor_check("tracer_control_no_trace_acc", neg, round(1 / (K - 1) + 0.1, 4),
+                                            higher_is_better=False)}
 
 
 @torch.no_grad()
@@ -141,8 +169,9 @@ def evaluate(run, cfg: Cfg, grid_path=None, evaluators: dict | None = None) -> d
            "target_acc": target_acc, "cf_l1": cf_l1, "cycle_l1": cycle,
            "fid": float(np.mean(fids)) if fids else None, "kid": float(np.mean(kids)) if kids else None,
            "fid_per_domain": [float(v) for v in fids], "n_sources": t["n"], "n_translations": int(len(src)),
-           "floors": [ev["domain_floor"], ev["mark_floor"]],
-           "target_acc_trusted": ev["domain_floor"]["ok"], "mark_retention_trusted": ev["mark_floor"]["ok"]}
+           "floors": [ev[k] for k in ("domain_floor", "mark_floor", "tracer_pos_floor", "tracer_neg_floor") if k in ev],
+           "target_acc_trusted": ev["domain_floor"]["ok"], "mark_retention_trusted": ev["mark_floor"]["ok"],
+           "tracer_trusted": all(ev[k]["ok"] for k in ("tracer_pos_floor", "tracer_neg_floor") if k in ev)}
     if grid_path is not None:
         save_grid(run, cfg, grid_path)
     return res
