@@ -374,7 +374,7 @@ def build_report(scale: str, records: list[dict], out: Path, runs_dir: Path, ela
     law = vocab_law(summary, plan, counts[2])
     floors = make_floors(summary)
     claims = make_claims(summary, law, floors)
-    if data.source == "brown":
+    if cfg.data.source == "brown":
         label = f"Brown corpus, BPE {data.vocab_size}"
     elif cfg.data.source == "corpus":
         label = f"{' + '.join(cfg.data.corpora)} corpora pooled, BPE {data.vocab_size}"

@@ -82,8 +82,7 @@ def tracer_controls(cfg: Cfg) -> dict:
     s = procface_split(cfg, "test")
     n = min(cfg.eval.max_images, len(s["domain"]))
     dom = s["domain"][:n]
-    src = np.array([i for i in range(n) for j in range(K) if j != dom[i]], dtype=np.int64)
-    tgt = np.array([j for i in range(n) for j in range(K) if j != dom[i]], dtype=np.int64)
+    src, tgt = _pairs(dom, K)
     z = s["z"][:n][src]
     marked = pf.render(z, tgt, K, S, marks=True, mark_seeds=s["mark_seeds"][:n][src],
                        mark_types=pf.mark_type(dom[src]), strength=cfg.data.mark_strength)
@@ -101,6 +100,15 @@ def _batched(fn, x: torch.Tensor, bs: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
 
+def _pairs(dom: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """(source index, target domain) of every source translated into every domain but its own, source-major."""
+    n = len(dom)
+    src = np.repeat(np.arange(n, dtype=np.int64), K)
+    tgt = np.tile(np.arange(K, dtype=np.int64), n)
+    keep = tgt != np.repeat(np.asarray(dom, dtype=np.int64), K)
+    return src[keep], tgt[keep]
+
+
 def translations(run, cfg: Cfg, split: str = "test") -> dict:
     """Every source of ``split`` (``test``: up to eval.max_images; ``val``: all data.num_val) translated
     into every other domain."""
@@ -111,17 +119,7 @@ def translations(run, cfg: Cfg, split: str = "test") -> dict:
     dom = torch.from_numpy(s["domain"][:n])
     _, mask = pf.render(s["z"][:n], s["domain"][:n], K, cfg.model.image_size, marks=True,
                         mark_seeds=s["mark_seeds"][:n], strength=cfg.data.mark_strength, return_mask=True)
-    src, tgt = [], []
-    for i in range(n):
-        for j in range(K):
-            if j != int(dom[i]):
-                src.append(i)
-                tgt.append(j)
-    src, tgt = torch.tensor(src), torch.tensor(tgt)
-    c_s, c_t = F.one_hot(dom[src], K).float(), F.one_hot(tgt, K).float()
-    bs = cfg.eval.batch_size
-    fake = torch.cat([run.translate(x[src[i:i + bs]], c_t[i:i + bs], c_s[i:i + bs]) for i in range(0, len(src), bs)])
-    rec = torch.cat([run.translate(fake[i:i + bs], c_s[i:i + bs], c_t[i:i + bs]) for i in range(0, len(src), bs)])
+    src, tgt, fake, rec = _translate_all(run, x, dom, K, cfg.eval.batch_size)
     cf = torch.from_numpy(pf.render(s["z"][:n][src.numpy()], tgt.numpy(), K, cfg.model.image_size, marks=False))
     return {"x": x, "dom": dom, "src": src, "tgt": tgt, "fake": fake, "rec": rec, "cf": cf,
             "mask": torch.from_numpy(mask)[src], "real_test": x, "n": n}
@@ -212,8 +210,7 @@ def save_grid(run, cfg: Cfg, path) -> None:
 
 def _translate_all(run, x: torch.Tensor, dom: torch.Tensor, K: int, bs: int):
     """Every source into every other domain: (src index, target, translation, cycle reconstruction)."""
-    src = torch.tensor([i for i in range(len(dom)) for j in range(K) if j != int(dom[i])], dtype=torch.long)
-    tgt = torch.tensor([j for i in range(len(dom)) for j in range(K) if j != int(dom[i])], dtype=torch.long)
+    src, tgt = (torch.from_numpy(a) for a in _pairs(dom.numpy(), K))
     c_s, c_t = F.one_hot(dom[src], K).float(), F.one_hot(tgt, K).float()
     fake = torch.cat([run.translate(x[src[i:i + bs]], c_t[i:i + bs], c_s[i:i + bs]) for i in range(0, len(src), bs)])
     rec = torch.cat([run.translate(fake[i:i + bs], c_s[i:i + bs], c_t[i:i + bs]) for i in range(0, len(src), bs)])

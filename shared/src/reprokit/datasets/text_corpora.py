@@ -205,10 +205,11 @@ def gcide_documents(doc_chars: int = 20_000) -> dict[str, str]:
     """GCIDE (Debian ``dict-gcide`` 0.48.5, GPL-2+) as about 1,800 documents of consecutive entries (see
     :func:`gcide_text_documents`). The file is not strictly UTF-8 (3 bytes of 40M are not): they are
     replaced."""
-    raw = gzip.decompress((fetch("gcide") / "gcide.dict.dz").read_bytes()).decode("utf-8", errors="replace")
+    folder = fetch("gcide")
+    raw = gzip.decompress((folder / "gcide.dict.dz").read_bytes()).decode("utf-8", errors="replace")
     docs = gcide_text_documents(raw, doc_chars)
     if len(docs) < 100:
-        raise ValueError(f"GCIDE gave only {len(docs)} documents; the file in {fetch('gcide')} looks truncated")
+        raise ValueError(f"GCIDE gave only {len(docs)} documents; the file in {folder} looks truncated")
     return docs
 
 
