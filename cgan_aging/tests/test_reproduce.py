@@ -89,6 +89,11 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
     assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 13
 
+    # the plan's wall time adds up over its three invocations (wall_time.json), the first from scratch
+    inv = json.loads((out / "wall_time.json").read_text())["invocations"]
+    assert [i["from_scratch"] for i in inv] == [True, False, False] and {i["tag"] for i in inv} == {rp.PLANS["small"].tag}
+    assert load_results(out / "results.json")["wall_time_s"] == pytest.approx(sum(i["elapsed_s"] for i in inv), abs=0.2)
+
 
 def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
     """The baseline diverges at the top grid LR (its best trained LR 2e-4 is then bracketed) and C-GAN loses

@@ -161,6 +161,11 @@ def test_resume_never_recomputes_a_finished_record(tmp_path, monkeypatch):
     rp.run_reproduce("small", out_dir=str(tmp_path))                  # complete: only the report is rebuilt
     assert calls == [] and len(read_jsonl(tmp_path / "runs.jsonl")) == len(first)
 
+    # the plan's wall time adds up over its three invocations (wall_time.json), the first from scratch
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert [i["from_scratch"] for i in inv] == [True, False, False] and {i["tag"] for i in inv} == {rp.PLANS["small"]["group"].tag}
+    assert load_results(tmp_path / "results.json")["wall_time_s"] == pytest.approx(sum(i["elapsed_s"] for i in inv), abs=0.2)
+
 
 def test_smoke_plan_is_small():
     from reprokit.plan import planned_jobs

@@ -2,7 +2,14 @@ import json
 
 import pytest
 
-from reprokit.results import ResultsError, load_reported, load_results, render_readme, write_results
+from reprokit.results import (
+    ResultsError,
+    load_reported,
+    load_results,
+    record_wall_time,
+    render_readme,
+    write_results,
+)
 
 REPORTED = """
 paper: "Toy"
@@ -107,3 +114,15 @@ def test_install_result_blocks_replaces_the_pending_paragraph(tmp_path, intro):
     text = (tmp_path / "README.md").read_text()
     assert text == head + "Ours:\n\n<!-- BEGIN claims:small -->\n<!-- END claims:small -->" + tail
     assert not install_result_blocks(tmp_path, ["again"])            # idempotent: nothing pending any more
+
+
+def test_record_wall_time_sums_the_invocations_of_its_own_plan_only(tmp_path):
+    assert record_wall_time(tmp_path, 100.0, tag="st1000", runs_recorded=3, from_scratch=True) == 100.0
+    assert record_wall_time(tmp_path, 50.0, tag="st2000", runs_recorded=1, from_scratch=True) == 50.0
+    assert record_wall_time(tmp_path, 25.5, tag="st2000", runs_recorded=4, from_scratch=False) == 75.5
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert [i["tag"] for i in inv] == ["st1000", "st2000", "st2000"]      # the earlier plan is kept
+    assert [i["from_scratch"] for i in inv] == [True, True, False]
+    # keep=False (a smoke run) starts the file afresh
+    assert record_wall_time(tmp_path, 7.0, tag="st2000", runs_recorded=1, from_scratch=True, keep=False) == 7.0
+    assert len(json.loads((tmp_path / "wall_time.json").read_text())["invocations"]) == 1

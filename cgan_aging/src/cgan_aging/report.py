@@ -121,7 +121,7 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
 
 
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
-                 wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
+                 wall_time_s: float, render: bool) -> Path:
     """results.json (+ curves, grids) in ``out`` from the records of the plan's runs (``all_recs``: the LR
     grid too, diverged runs included); every arm at its chosen LR, from the runs that trained. The README is
     re-rendered when ``render``."""
@@ -166,7 +166,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                                          "every reported metric and claim on the test identities",
                             "image_size": base.model.image_size, "num_groups": base.model.num_groups,
                             "baseline_age_acc_floor": BASELINE_AGE_ACC_FLOOR,
-                            "run_seconds_before_resume": prior_run_seconds},
+                            "wall_time": "summed over this plan's invocations (wall_time.json beside this file)"},
                   config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s,
                   extra={"diverged_runs": [r["run"] for r in all_recs if is_diverged(r)]})
     if render:

@@ -188,7 +188,7 @@ def _lost(records: list[dict], chosen: float | None, target: str | None = None) 
 
 
 def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], plan: dict, base: Cfg,
-                 wall_time_s: float, render: bool, prior_run_seconds: float = 0.0) -> Path:
+                 wall_time_s: float, render: bool) -> Path:
     """results.json (+ curves, overlays) in ``out`` from the records of the plan's runs (the LR grid too,
     diverged runs included); every table and claim from the runs that trained at the chosen LR."""
     chosen = plan.get("chosen_lr")
@@ -241,7 +241,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, records: list[dict], pla
                             "gain_margin": GAIN, "oracle_margin": ORACLE_MARGIN, "plan": plan,
                             "parser_lr": chosen, "adversarial_lrs": {k: getattr(base.adapt, k) for k in
                                                                      ("c_lr", "df_lr", "adv_lr", "dl_lr")},
-                            "run_seconds_before_resume": prior_run_seconds},
+                            "wall_time": "summed over this plan's invocations (wall_time.json beside this file)"},
                   config=to_dict(base), seeds=sorted({int(r["seed"]) for r in recs}), wall_time_s=wall_time_s,
                   extra={"diverged_runs": [r["run"] for r in records if is_diverged(r)]})
     if render:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
 from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs, trained
+from reprokit.results import record_wall_time
 from reprokit.runs import read_jsonl
 
 from .config import TARGETS, Cfg
@@ -172,10 +173,12 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         for d in runs_dir.glob("*_lr*_s*"):
             if d.is_dir():
                 shutil.rmtree(d)
-    prior = sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in read_jsonl(log)) \
-        if log.is_file() else 0.0
+    before = read_jsonl(log) if log.is_file() else []
+    from_scratch = not ({j.name for j in planned_jobs([group], before)} & {r["run"] for r in before})
     runner = functools.partial(_run_job, str(cfg_path), str(runs_dir), ft_steps, group)
     records = run_jobs([group], log, runner, workers=workers)
+    wall = record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
+                            from_scratch=from_scratch, keep=scale != "smoke")
     plan = plan_summary(group, records)
-    return write_report(scale, out, runs_dir, records, plan, base, wall_time_s=time.time() - t_start,
-                        prior_run_seconds=prior, render=scale == "small" and out_dir is None)
+    return write_report(scale, out, runs_dir, records, plan, base, wall_time_s=wall,
+                        render=scale == "small" and out_dir is None)

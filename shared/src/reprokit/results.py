@@ -41,7 +41,7 @@ __all__ = [
     "CLAIM_STATUSES", "ResultsError", "write_results", "load_results", "validate_results",
     "load_reported", "render_reported_table", "render_results_table", "render_claims",
     "render_bench", "render_floors", "render_readme", "environment_info", "markdown_table",
-    "NOT_YET_RUN", "install_result_blocks",
+    "NOT_YET_RUN", "install_result_blocks", "record_wall_time",
 ]
 
 CLAIM_STATUSES = STATUSES  # reprokit.claims: reproduced / not reproduced / inconclusive / not testable at this budget
@@ -159,6 +159,23 @@ def write_results(path: str | Path, *, paper: str, scale: str, arms: dict, table
     tmp.write_text(json.dumps(res, indent=1) + "\n")
     tmp.replace(p)
     return p
+
+
+def record_wall_time(out: str | Path, elapsed_s: float, *, tag: str, runs_recorded: int, from_scratch: bool,
+                     keep: bool = True) -> float:
+    """Append this invocation of a reproduction to ``out/wall_time.json`` and return the plan's wall time:
+    the sum over the invocations of the same budget ``tag`` (a reproduction resumed across sessions adds up;
+    an earlier plan's invocations are kept in the file but never summed). ``from_scratch``: none of the plan's
+    runs was finished when this invocation started. ``keep=False`` (a smoke run, always from scratch) starts
+    the file afresh."""
+    path = Path(out) / "wall_time.json"
+    inv = json.loads(path.read_text())["invocations"] if (keep and path.is_file()) else []
+    inv.append({"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(float(elapsed_s), 1),
+                "runs_recorded": int(runs_recorded), "from_scratch": bool(from_scratch), "tag": tag})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"invocations": inv}, indent=1) + "\n")
+    tmp.replace(path)
+    return round(sum(i["elapsed_s"] for i in inv if i.get("tag") == tag), 1)
 
 
 def load_results(path: str | Path) -> dict:

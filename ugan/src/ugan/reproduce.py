@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, run_jobs
+from reprokit.plan import Group, Job, planned_jobs, run_jobs
+from reprokit.results import record_wall_time
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -109,6 +110,12 @@ def plan_summary(group: Group, records: list[dict]) -> dict:
     return {**group.summary(records), "lr_scaling": "one value sets train.lr (G) and train.d_lr (D), ratio 1 as in the base config"}
 
 
+def _from_scratch(group: Group, log: Path) -> bool:
+    """None of the plan's runs is in ``log`` yet (this invocation's wall time is then the whole plan's)."""
+    before = read_jsonl(log) if log.is_file() else []
+    return not ({j.name for j in planned_jobs([group], before)} & {r["run"] for r in before})
+
+
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
     """Run (or resume) the reproduction at ``scale``; returns the results.json it wrote."""
     from .report import write_report
@@ -134,9 +141,9 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         for d in runs_dir.glob("*_lr*_s*"):
             if d.is_dir():
                 shutil.rmtree(d)
-    prior = sum(float(r.get("train_seconds", 0)) + float(r.get("eval_seconds", 0))
-                for r in (read_jsonl(log) if log.is_file() else []))
+    from_scratch = _from_scratch(group, log)
     records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
+    wall = record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
+                            from_scratch=from_scratch, keep=scale != "smoke")
     return write_report(scale, out, runs_dir, records, plan_summary(group, records), base,
-                        wall_time_s=time.time() - t_start, render=scale == "small" and out_dir is None,
-                        prior_run_seconds=prior)
+                        wall_time_s=wall, render=scale == "small" and out_dir is None)
