@@ -191,7 +191,7 @@ def test_a_diverged_run_is_reported_not_dropped(tmp_path, monkeypatch):
     assert res["arms"][main]["seeds"] == [0] and res["arms"][base]["seeds"] == [0, 1]
     assert g.job(main, 5e-3, 1).name in res["tables"]["main"]["caption"]
     claim = next(c for c in res["claims"] if c["id"] == "oe_beats_baseline")
-    assert "(1 paired seeds)" in claim["evidence"]
+    assert "(1 paired seed)" in claim["evidence"]
     calls.clear()
     assert execute("smoke", out, tmp_path / "runs")[0] == records and calls == []   # never retried
 

@@ -167,7 +167,7 @@ def make_claims(summary: dict, law: dict, floors: list[dict]) -> list[dict]:
         add("oe_beats_baseline", f"OE ({summary['main']['arm']}) has a lower test loss than the baseline at equal "
             "tokens and ~equal dense FLOPs", "Table 1 (2.554 -> 2.472); Fig. 1", v,
             f"test loss {summary['base']['test_loss']:.4f} -> {summary['main']['test_loss']:.4f} "
-            f"({len(imp)} paired seeds)")
+            f"({_seeds(len(imp), 'paired ')})")
     if law.get("fit_unsaturated"):
         fu = law["fit_unsaturated"]
         v = judge([fu["drop"]], noise, "better", floor_ok=floor_ok, floor_note=note)
@@ -186,7 +186,7 @@ def make_claims(summary: dict, law: dict, floors: list[dict]) -> list[dict]:
         for k in a1:
             _, imp = _delta(summary, k)
             vs.append(judge(imp, noise, "better", floor_ok=floor_ok, floor_note=note))
-            parts.append(f"m={k[3:]}: {statistics.fmean(imp):+.4f} ({len(imp)} seeds)" if imp else f"m={k[3:]}: –")
+            parts.append(f"m={k[3:]}: {statistics.fmean(imp):+.4f} ({_seeds(len(imp))})" if imp else f"m={k[3:]}: –")
         st = combine(vs)
         claims.append({"id": "every_oe_beats_baseline", "claim": "every A1 arm (n = 2, k = 1) beats the baseline",
                        "paper_ref": "Table 2; Fig. 5", "status": st,
@@ -344,6 +344,10 @@ def ensure_result_markers(paper_dir: Path) -> None:
                "<!-- BEGIN claims:small -->\n<!-- END claims:small -->",
                "![test loss against log10 m](results/small/loss_vs_m.png)\n\n![curves](results/small/curves.png)"]
     install_result_blocks(paper_dir, blocks)
+
+
+def _seeds(n: int, kind: str = "") -> str:
+    return f"{n} {kind}seed{'s' * (n != 1)}"
 
 
 def _wall_time(out: Path, elapsed_s: float, n_runs: int, scale: str, from_scratch: bool, tag: str) -> float:
