@@ -40,10 +40,15 @@ def test_reproduce_smoke_leaves_git_clean(member):
 
 @pytest.mark.distributed
 def test_torchrun_two_rank_smoke_train(member, tmp_path):
-    out = tmp_path / "ddp"
+    out, logs = tmp_path / "ddp", tmp_path / "ddp_logs"
+    # --log-dir/--tee: each rank's own stdout/stderr also lands in a file, so a failing rank's error is shown
+    # below even when the launcher's summary fills the tail of the combined stderr
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "--log-dir", str(logs), "--tee", "3",
                         "-m", member.cli_module, "train", "--config", str(member.folder / "configs" / "smoke.yaml"),
                         "--out-dir", str(out)], capture_output=True, text=True, timeout=600, env=_env(),
                        cwd=member.folder)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + "".join(
+        f"\n--- {f.relative_to(logs)} (tail) ---\n{f.read_text(errors='replace')[-2000:]}"
+        for f in sorted(logs.rglob("stderr.log")))
     assert (out / "metrics.jsonl").is_file()
