@@ -101,10 +101,10 @@ def plan_summary(group: Group, records: list[dict]) -> dict:
     return {**group.summary(records), "lr_scaling": "one value sets train.lr (G) and train.d_lr (D_age, D_trans)"}
 
 
-def _from_scratch(group: Group, log: Path) -> bool:
-    """None of the plan's runs is in ``log`` yet (this invocation's wall time is then the whole plan's)."""
-    before = read_jsonl(log) if log.is_file() else []
-    return not ({j.name for j in planned_jobs([group], before)} & {r["run"] for r in before})
+def _plan_runs_done(group: Group, log: Path) -> int:
+    """How many of the plan's runs ``log`` holds."""
+    recs = read_jsonl(log) if log.is_file() else []
+    return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -132,8 +132,13 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         for d in [*runs_dir.glob("*_lr*_s*"), runs_dir / "evaluators"]:
             if d.is_dir():
                 shutil.rmtree(d)
-    from_scratch = _from_scratch(group, log)
-    records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
+    from_scratch = _plan_runs_done(group, log) == 0
+    try:
+        records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
+    except BaseException:   # stopped (Ctrl-C) or failed: this invocation's seconds still count, then re-raise
+        record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=_plan_runs_done(group, log),
+                         from_scratch=from_scratch, keep=scale != "smoke", interrupted=True)
+        raise
     wall = record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
                             from_scratch=from_scratch, keep=scale != "smoke")
     return write_report(scale, out, runs_dir, records, plan_summary(group, records), base,

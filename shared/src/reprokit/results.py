@@ -162,16 +162,18 @@ def write_results(path: str | Path, *, paper: str, scale: str, arms: dict, table
 
 
 def record_wall_time(out: str | Path, elapsed_s: float, *, tag: str, runs_recorded: int, from_scratch: bool,
-                     keep: bool = True) -> float:
+                     keep: bool = True, interrupted: bool = False) -> float:
     """Append this invocation of a reproduction to ``out/wall_time.json`` and return the plan's wall time:
     the sum over the invocations of the same budget ``tag`` (a reproduction resumed across sessions adds up;
     an earlier plan's invocations are kept in the file but never summed). ``from_scratch``: none of the plan's
-    runs was finished when this invocation started. ``keep=False`` (a smoke run, always from scratch) starts
-    the file afresh."""
+    runs was finished when this invocation started; ``interrupted``: it was stopped before the plan finished
+    (its seconds count all the same: the runs it left half-done resume from their checkpoints). ``keep=False``
+    (a smoke run, always from scratch) starts the file afresh."""
     path = Path(out) / "wall_time.json"
     inv = json.loads(path.read_text())["invocations"] if (keep and path.is_file()) else []
     inv.append({"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), "elapsed_s": round(float(elapsed_s), 1),
-                "runs_recorded": int(runs_recorded), "from_scratch": bool(from_scratch), "tag": tag})
+                "runs_recorded": int(runs_recorded), "from_scratch": bool(from_scratch), "tag": tag,
+                **({"interrupted": True} if interrupted else {})})
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({"invocations": inv}, indent=1) + "\n")
     tmp.replace(path)
