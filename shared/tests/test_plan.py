@@ -11,9 +11,11 @@ from reprokit.plan import (
     chosen_lrs,
     diverged_record,
     lr_decision,
+    plan_runs_done,
     planned_jobs,
     run_jobs,
     run_name,
+    run_plan_timed,
     trained,
 )
 from reprokit.testing import parabola_record as fake_record  # noqa: E402
@@ -182,3 +184,25 @@ def test_lr_grid_rows_marks_extensions_divergence_and_the_choice():
     assert cell({"m": float("nan"), "acc": 0.9}) is None and cell({}) is None
     assert bracketed_note(("base", "main", "x"), {"base": True, "main": False}) == \
         "bracketed (best LR strictly inside the LRs tried): base yes, main no, x n/a"
+
+
+def test_run_plan_timed_records_a_stopped_invocation_and_sums_the_resumed_one(tmp_path) -> None:
+    g, log = group(tag="st10"), tmp_path / "runs.jsonl"
+    calls: list[str] = []
+
+    def stop_after_two(job: Job) -> dict:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(job.name)
+        return fake_record(job)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_plan_timed(g, log, stop_after_two, out=tmp_path, t_start=0.0)
+    assert plan_runs_done(g, log) == 2
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert len(inv) == 1 and inv[0]["interrupted"] and inv[0]["from_scratch"] and inv[0]["runs_recorded"] == 2
+    records, wall = run_plan_timed(g, log, fake_record, out=tmp_path, t_start=0.0)
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert [i.get("interrupted", False) for i in inv] == [True, False] and not inv[1]["from_scratch"]
+    assert inv[1]["tag"] == "st10" and inv[1]["runs_recorded"] == len(records) == plan_runs_done(g, log)
+    assert wall == pytest.approx(sum(i["elapsed_s"] for i in inv), abs=0.2)

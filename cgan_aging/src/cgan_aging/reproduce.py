@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, planned_jobs, run_jobs
-from reprokit.results import record_wall_time
+from reprokit.plan import Group, Job, run_plan_timed
 from reprokit.runs import read_jsonl
 
 from .config import Cfg
@@ -101,12 +100,6 @@ def plan_summary(group: Group, records: list[dict]) -> dict:
     return {**group.summary(records), "lr_scaling": "one value sets train.lr (G) and train.d_lr (D_age, D_trans)"}
 
 
-def _plan_runs_done(group: Group, log: Path) -> int:
-    """How many of the plan's runs ``log`` holds."""
-    recs = read_jsonl(log) if log.is_file() else []
-    return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
-
-
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
     """Run (or resume) the reproduction at ``scale``; returns the results.json it wrote."""
     from .report import write_report
@@ -132,14 +125,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         for d in [*runs_dir.glob("*_lr*_s*"), runs_dir / "evaluators"]:
             if d.is_dir():
                 shutil.rmtree(d)
-    from_scratch = _plan_runs_done(group, log) == 0
-    try:
-        records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)
-    except BaseException:   # stopped (Ctrl-C) or failed: this invocation's seconds still count, then re-raise
-        record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=_plan_runs_done(group, log),
-                         from_scratch=from_scratch, keep=scale != "smoke", interrupted=True)
-        raise
-    wall = record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
-                            from_scratch=from_scratch, keep=scale != "smoke")
+    records, wall = run_plan_timed(group, log, _job_runner(str(cfg_path), str(runs_dir)), out=out, t_start=t_start,
+                                   workers=workers, keep=scale != "smoke")
     return write_report(scale, out, runs_dir, records, plan_summary(group, records), base,
                         wall_time_s=wall, render=scale == "small" and out_dir is None)

@@ -38,8 +38,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_jobs, trained
-from reprokit.results import record_wall_time
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_plan_timed, trained
 from reprokit.runs import read_jsonl
 
 from .config import TARGETS, Cfg
@@ -150,12 +149,6 @@ def main_records(records: list[dict], chosen_lr: float | None) -> list[dict]:
     return [r for r in trained(records) if chosen_lr is not None and math.isclose(r["lr"], chosen_lr)]
 
 
-def _plan_runs_done(group: Group, log: Path) -> int:
-    """How many of the plan's runs ``log`` holds."""
-    recs = read_jsonl(log) if log.is_file() else []
-    return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
-
-
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
     """Run (or resume) the reproduction at ``scale``; returns the results.json it wrote."""
     from .report import write_report
@@ -179,16 +172,9 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         for d in runs_dir.glob("*_lr*_s*"):
             if d.is_dir():
                 shutil.rmtree(d)
-    from_scratch = _plan_runs_done(group, log) == 0
     runner = functools.partial(_run_job, str(cfg_path), str(runs_dir), ft_steps, group)
-    try:
-        records = run_jobs([group], log, runner, workers=workers)
-    except BaseException:   # stopped (Ctrl-C) or failed: this invocation's seconds still count, then re-raise
-        record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=_plan_runs_done(group, log),
-                         from_scratch=from_scratch, keep=scale != "smoke", interrupted=True)
-        raise
-    wall = record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
-                            from_scratch=from_scratch, keep=scale != "smoke")
+    records, wall = run_plan_timed(group, log, runner, out=out, t_start=t_start, workers=workers,
+                                   keep=scale != "smoke")
     plan = plan_summary(group, records)
     return write_report(scale, out, runs_dir, records, plan, base, wall_time_s=wall,
                         render=scale == "small" and out_dir is None)

@@ -35,7 +35,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "run_jobs", "one_torch_thread", "diverged_record", "is_diverged", "trained"]
+           "run_jobs", "run_plan_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
+           "trained"]
 
 
 def run_name(group: str, arm: str, lr: float, seed: int, tag: str = "") -> str:
@@ -345,3 +346,30 @@ def _read(log: Path) -> list[dict]:
     from .runs import read_jsonl
 
     return read_jsonl(log) if log.is_file() else []
+
+
+def plan_runs_done(group: Group, log: str | Path) -> int:
+    """How many of ``group``'s planned runs ``log`` (a runs.jsonl) already holds."""
+    recs = _read(Path(log))
+    return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
+
+
+def run_plan_timed(group: Group, log: str | Path, run_fn: Callable[[Job], dict], *, out: str | Path,
+                   t_start: float, workers: int = 1, keep: bool = True) -> tuple[list[dict], float]:
+    """:func:`run_jobs` for one group, recording this invocation in ``out/wall_time.json``
+    (``reprokit.results.record_wall_time``, from ``t_start``, a ``time.time()``), also when it is stopped
+    (Ctrl-C) or fails, marked ``interrupted``, before re-raising. Returns ``(records, the plan's wall time
+    summed over its invocations)``. ``keep=False`` (smoke) starts wall_time.json afresh."""
+    import time
+
+    from .results import record_wall_time
+
+    from_scratch = plan_runs_done(group, log) == 0
+    try:
+        records = run_jobs([group], log, run_fn, workers=workers)
+    except BaseException:
+        record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=plan_runs_done(group, log),
+                         from_scratch=from_scratch, keep=keep, interrupted=True)
+        raise
+    return records, record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
+                                     from_scratch=from_scratch, keep=keep)
