@@ -86,6 +86,31 @@ def test_maximize_and_downward_extension() -> None:
     assert not decided and jobs[-1].lr == 5e-4   # best at the lower edge: extend downwards
 
 
+def test_require_keeps_runs_below_the_validity_floor_out_of_the_choice() -> None:
+    # the ugan case: the lowest LR has the best distance but misses the target-accuracy floor
+    g = group(lr_grid=(5e-5, 1e-4, 2e-4), grid_arms=("gan",), seed_arms=(), secondary={}, max_extensions=1,
+              select_by="val_l1",
+              require=("val_acc", 0.9))
+    acc = {5e-5: 0.75, 1e-4: 0.67, 2e-4: 0.93, 4e-4: 0.95}
+    l1 = {5e-5: 0.25, 1e-4: 0.29, 2e-4: 0.28, 4e-4: 0.27}
+    recs = {g.job("gan", lr).name: {"run": g.job("gan", lr).name, "lr": lr, "val_l1": l1[lr], "val_acc": acc[lr]}
+            for lr in (5e-5, 1e-4, 2e-4)}
+    assert g.best(list(recs.values())) == 2e-4   # without `require` it would be 5e-5
+    assert Group(**{**g.__dict__, "require": None}).best(list(recs.values())) == 5e-5
+    decided, _, jobs = lr_decision(g, "gan", recs)
+    assert not decided and jobs[-1].lr == 4e-4   # the valid best sits at the upper edge: extend upwards
+    j = jobs[-1]
+    recs[j.name] = {"run": j.name, "lr": 4e-4, "val_l1": l1[4e-4], "val_acc": acc[4e-4]}
+    assert lr_decision(g, "gan", recs)[:2] == (True, 4e-4)
+    assert g.summary(list(recs.values()))["require"] == {"key": "val_acc", "min": 0.9}
+    # no run reaches the floor: the one closest to it wins (and a diverged run still ranks last)
+    bad = [{"run": "a", "lr": 1e-4, "val_l1": 0.1, "val_acc": 0.5}, {"run": "b", "lr": 2e-4, "val_l1": 0.9,
+           "val_acc": 0.8}, {"run": "c", "lr": 4e-4, "diverged": True}]
+    assert g.best(bad) == 2e-4
+    with pytest.raises(KeyError, match="'val_acc'"):
+        g.best([{"run": "a", "lr": 1e-4, "val_l1": 0.1}])
+
+
 def test_records_outside_the_plan_are_ignored() -> None:
     g = group(tag="st2000")
     stray = [{"run": "base_lr0.001_s0", "lr": 1e-3, "val_loss": 0.0}]   # an untagged run of another budget

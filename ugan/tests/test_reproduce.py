@@ -13,6 +13,7 @@ import pytest
 import ugan.reproduce as rp
 from reprokit.claims import STATUSES, floor_check
 from reprokit.config import load_config
+from reprokit.plan import planned_jobs
 from reprokit.results import load_results
 from reprokit.runs import read_jsonl
 from ugan.data import procface_split
@@ -57,6 +58,23 @@ def test_run_names_and_overrides_carry_every_varying_key():
     assert base.train.lr == base.train.d_lr and sorted(g.lr_grid) == [base.train.lr / 2, base.train.lr,
                                                                         base.train.lr * 2]
     assert g.max_extensions == 1 and tuple(g.seeds) == (0, 1, 2) and "ugan_v1" in g.seed_arms
+
+
+def test_lr_choice_requires_the_target_floor_on_validation():
+    """An LR whose translations miss the target floor on the validation identities cannot win on val_cf_l1
+    (the first small runs: StarGAN 5e-5 had the lowest val_cf_l1 at val target accuracy 0.75)."""
+    from ugan.report import TARGET_FLOOR, selection_rule
+
+    g = rp.PLANS["small"]
+    assert g.require == ("val_target_acc", TARGET_FLOOR) and rp.PLANS["smoke"].require == g.require
+    t = g.tag
+    recs = [{"run": g.job("stargan", lr).name, "arm": "stargan", "lr": lr, "seed": 0, "val_cf_l1": l1,
+             "val_target_acc": acc} for lr, l1, acc in ((5e-5, 0.250, 0.75), (1e-4, 0.286, 0.667),
+                                                         (2e-4, 0.280, 0.932))]
+    names = [j.name for j in planned_jobs([g], recs)]
+    assert f"stargan_{t}_lr0.0004_s0" in names and f"stargan_{t}_lr2.5e-05_s0" not in names
+    plan = g.summary(recs)
+    assert "among the LRs whose val_target_acc reaches 0.9" in selection_rule(plan)
 
 
 def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path, monkeypatch):

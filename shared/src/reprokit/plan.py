@@ -8,7 +8,10 @@ The protocol (root README, "A judgeable small reproduction"):
 1. every *grid arm* of a :class:`Group` is trained at each LR of the group's ``lr_grid`` with seed 0;
 2. while the best LR of an arm (by the record key ``select_by``, on a validation split -- never the split the
    claims are judged on) lies at an edge of the LRs tried, one more LR beyond that edge (x2 or /2) is tried,
-   at most ``max_extensions`` times; the arm's LR is then the best of its seed-0 runs;
+   at most ``max_extensions`` times; the arm's LR is then the best of its seed-0 runs. With ``require =
+   (key, minimum)`` only runs whose validation ``key`` reaches ``minimum`` compete on ``select_by`` (a validity
+   floor: e.g. a translator must reach its target domain before its distance to the ground truth counts); the
+   runs below it rank after them, by ``key``, so an arm none of whose runs is valid moves towards validity;
 3. the ``seed_arms`` are re-run with every further seed of ``seeds`` at their chosen LR;
 4. ``secondary`` arms (name -> grid arm) run at the LR chosen for that grid arm: with every seed of ``seeds``
    when they are also ``seed_arms`` (arms of the main claims without a grid of their own), with the seeds
@@ -66,6 +69,8 @@ class Group:
     ``tag``: a budget tag carried by the run names, so runs of another budget can never be taken for these.
     ``secondary_seeds``: secondary arm -> its seeds, for secondary arms that are not ``seed_arms`` but need
     more than seed 0.
+    ``require``: ``(record key, minimum)``, a validity floor on a validation metric: a run below it ranks after
+    every run that reaches it (see :meth:`best`).
     """
 
     name: str
@@ -79,6 +84,7 @@ class Group:
     maximize: bool = False
     tag: str = ""
     secondary_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    require: tuple[str, float] | None = None
 
     def __post_init__(self) -> None:
         for arm, src in self.secondary.items():
@@ -109,26 +115,36 @@ class Group:
                 "seed_arms": list(self.seed_arms), "secondary": dict(self.secondary),
                 "secondary_seeds": {a: list(v) for a, v in self.secondary_seeds.items()},
                 "max_extensions": self.max_extensions, "tag": self.tag, "select_by": self.select_by,
+                **({"require": {"key": self.require[0], "min": self.require[1]}} if self.require else {}),
                 "chosen_lrs": chosen_lrs(self, records),
                 "bracketed": {a: bracketed(self, a, records) for a in self.grid_arms},
                 "runs": [j.name for j in planned_jobs([self], records)]}
 
     def best(self, records: list[dict]) -> float:
         """The LR of the best record (ties: the smaller LR); diverged runs rank below every trained one, and
-        among themselves by LR (all diverged: the smallest LR, so the grid extends downwards)."""
+        among themselves by LR (all diverged: the smallest LR, so the grid extends downwards). With ``require``,
+        the runs below its minimum rank after those reaching it, among themselves by the required key (the
+        closest to validity first)."""
         if not records:
             raise ValueError(f"group {self.name!r}: no records to choose an LR from")
         sign = -1.0 if self.maximize else 1.0
 
+        def value(r: dict, k: str) -> float:
+            v = r.get(k)
+            if v is None:
+                raise KeyError(f"group {self.name!r}: record {r.get('run')!r} has no {k!r} (the key this group "
+                               "chooses its LR by)")
+            return float(v)
+
         def key(r: dict) -> tuple:
             if is_diverged(r):
-                return (1, 0.0, r["lr"])
-            v = r.get(self.select_by)
-            if v is None:
-                raise KeyError(f"group {self.name!r}: record {r.get('run')!r} has no {self.select_by!r} (the "
-                               "key this group chooses its LR by)")
-            v = float(v)
-            return (0, sign * v, r["lr"]) if math.isfinite(v) else (1, 0.0, r["lr"])
+                return (2, 0.0, r["lr"])
+            if self.require is not None:
+                need = value(r, self.require[0])
+                if not (math.isfinite(need) and need >= self.require[1]):
+                    return (1, -need if math.isfinite(need) else math.inf, r["lr"])
+            v = value(r, self.select_by)
+            return (0, sign * v, r["lr"]) if math.isfinite(v) else (2, 0.0, r["lr"])
         return min(records, key=key)["lr"]
 
 

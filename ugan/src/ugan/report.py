@@ -109,7 +109,17 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
     return {"columns": ["lr (G and D)", *[f"{TITLES[a]}: {sel}" for a in arms]], "rows": rows,
             "caption": f"seed 0; {sel} (L1 to the counterfactual render outside the source marks, lower is better) "
                        "and target accuracy on the validation identities (never the test identities of the "
-                       "claims); " + bracketed_note(arms, br)}
+                       f"claims); {selection_rule(plan)}; " + bracketed_note(arms, br)}
+
+
+def selection_rule(plan: dict) -> str:
+    """How the plan chose each grid arm's LR, in words (from results.json's plan)."""
+    rule = f"the chosen LR has the lowest {plan['select_by']}"
+    req = plan.get("require")
+    if req:
+        rule += (f" among the LRs whose {req['key']} reaches {req['min']:g} (below it: ranked after, by "
+                 f"{req['key']})")
+    return rule
 
 
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
@@ -147,7 +157,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
     write_results(path, paper="ugan", scale=scale, arms=summary, tables=tables, claims=claims, floors=floors,
                   protocol={"arms": list(arms_present), "steps": base.train.steps, "image_size": base.model.image_size,
                             "plan": {k: v for k, v in plan.items() if k != "runs"}, "planned_runs": plan.get("runs"),
-                            "selection": "LR chosen on val_cf_l1 of the validation identities (data.num_val); "
+                            "selection": f"{selection_rule(plan)}, on the validation identities (data.num_val); "
                                          "every reported metric and claim on the test identities",
                             "tracer_margin_over_chance": TRACER_MARGIN, "target_floor": TARGET_FLOOR,
                             "wall_time": "summed over this plan's invocations (wall_time.json beside this file)"},
