@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from reprokit.config import load_config
-from reprokit.dist import is_main
+from reprokit.dist import cleanup, is_main
 from reprokit.errors import UserError
 from reprokit.papercli import Command, build_cli
 
@@ -31,6 +31,7 @@ def cmd_train(args) -> int:
     m = train(cfg, args.out_dir or cfg.out_dir)
     if is_main():
         print(_fmt(m))
+    cleanup()   # under torchrun: every rank done, then the process group destroyed (never left to exit)
     return 0
 
 
