@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 
 from racedit import routing as R
+from reprokit import dist as rdist
 
 if __name__ == "__main__":
     rank, port, routing, out = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -20,5 +21,7 @@ if __name__ == "__main__":
         loss = R.router_similarity_loss(s, mask)
         loss.backward()
         torch.save({"mask": mask, "kth": kth, "loss": float(loss.detach()), "grad": s.grad}, out)
+        rdist.cleanup()   # barrier, destroy; keeps the last work for teardown (see reprokit.dist.cleanup)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
