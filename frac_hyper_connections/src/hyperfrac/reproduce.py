@@ -65,7 +65,7 @@ PLANS = {
               "seeds": [0, 1, 2], "seed_arms": ["prenorm", "dhcx4", "dfcx4"], "vit_seed_arms": [],
               # run names carry the step budget, so runs of another budget (the pre-template 400-step runs
               # still in runs.jsonl) can never be mistaken for runs of this plan
-              "lm_tag": "st4000", "vit_tag": "st4500",
+              "lm_tag": "st8000", "vit_tag": "st4500",
               # the project's quality floors for this budget: a baseline that misses its floor makes the claims
               # resting on it "not testable at this budget" (reprokit.claims)
               "floors": {"lm": 1.70, "vit": 0.85, "tokens_per_param": 20.0, "flat_last_quarter": 0.02},
