@@ -65,17 +65,18 @@ def _floors(recs: list[dict]) -> list[dict]:
     chance = st[0]["tracer_chance"] if st else 1 / 3
     tr = [r["tracer_acc"] for r in st if _finite(r.get("tracer_acc"))]
     ta = [r["target_acc"] for r in st if _finite(r.get("target_acc"))]
-    out = [floor_check("stargan_tracer_acc", statistics.fmean(tr) if tr else None, round(chance + TRACER_MARGIN, 4)),
-           floor_check("stargan_target_acc", statistics.fmean(ta) if ta else None, TARGET_FLOOR)]
+    out = [{**floor_check("stargan_tracer_acc", statistics.fmean(tr) if tr else None, round(chance + TRACER_MARGIN, 4)),
+            "arm": "StarGAN"},
+           {**floor_check("stargan_target_acc", statistics.fmean(ta) if ta else None, TARGET_FLOOR), "arm": "StarGAN"}]
     for r in st[:1]:   # the frozen evaluators' own floors (same evaluators for every run)
-        out += r.get("floors", [])
+        out += [{**f, "arm": "frozen evaluators"} for f in r.get("floors", [])]
     return out
 
 
 def _claims(recs: list[dict], floors: list[dict]) -> list[dict]:
     ok = all(f["ok"] for f in floors)
-    note = "; ".join(f"{f['metric']} {f['value'] if f['value'] is None else round(f['value'], 3)} "
-                     f"{'met' if f['ok'] else 'missed'} {f['direction']} {f['floor']}" for f in floors)
+    note = "missed " + "; ".join(f"{f['metric']} {f['value'] if f['value'] is None else round(f['value'], 3)} "
+                                 f"(floor {f['direction']} {f['floor']})" for f in floors if not f["ok"])
 
     def v(arm, ref, key, expect, margin=0.0):
         a, r = _per_seed(recs, arm, key), _per_seed(recs, ref, key)
@@ -122,6 +123,15 @@ def selection_rule(plan: dict) -> str:
     return rule
 
 
+def curves_figure(recs: list[dict], path: Path) -> Path:
+    """G's and D's training losses of every run at its arm's chosen LR (one line per run), from the records."""
+    from reprokit.plots import plot_curves
+
+    runs = {r["run"]: r.get("curve", []) for r in sorted(recs, key=lambda r: (list(TITLES).index(r["arm"]), r["seed"]))}
+    return plot_curves(runs, ys=("loss", "d_loss"), out=path,
+                       title="training losses (G: loss, D: d_loss), each arm at its chosen LR")
+
+
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
                  wall_time_s: float, render: bool) -> Path:
     """results.json (+ grids) in ``out`` from the records of the plan's runs (``all_recs``: the LR grid
@@ -138,7 +148,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
         summary[a] = {"lr": lrs[a], "seeds": sorted(int(r["seed"]) for r in rs),
                       **{m: [r.get(m) for r in rs] for m in METRICS}}
         rows.append([TITLES[a], f"{lrs[a]:g}", len(rs), *(_ms(summary[a][m]) for m in METRICS)])
-    chance = recs[0]["tracer_chance"] if recs else None
+    chance = round(recs[0]["tracer_chance"], 4) if recs else None
     floors = _floors(recs)
     claims = _claims(recs, floors)
     tables = {"main": {"columns": ["arm", "lr", "seeds", "tracer acc.", "mark retention", "target acc.",
@@ -149,6 +159,8 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                                   "arm at its chosen LR"
                                   + (f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else "")},
               "lr_grid": lr_table(all_recs, plan)}
+    if recs:
+        curves_figure(recs, out / "curves.png")
     for r in recs:   # grid figures next to results (small only: committed)
         g = runs_dir / r["run"] / "grid.png"
         if g.is_file() and out != runs_dir:
