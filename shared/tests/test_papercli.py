@@ -1,6 +1,5 @@
 """The paper console script: intermixed overrides, per-command options, one error path for users."""
 
-import contextlib
 import subprocess
 import sys
 import textwrap
@@ -91,24 +90,3 @@ def test_in_process_and_reproduce_options():
     with pytest.raises(SystemExit) as e:
         main(["nope"])
     assert e.value.code == 2
-
-
-@pytest.mark.parametrize("fails", [False, True])
-def test_a_process_group_left_open_is_destroyed_when_the_command_ends(tmp_path, fails):
-    """A command that initialised a (gloo, 1-rank) process group and never destroyed it -- on success or on an
-    error -- returns with no group alive: one alive at interpreter exit can abort a torchrun rank."""
-    import torch.distributed as tdist
-
-    from reprokit.errors import DataError
-
-    def cmd(args):
-        tdist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-        assert tdist.is_initialized()
-        if fails:
-            raise DataError("no data")
-        return 0
-
-    main = build_cli("prog", {"train": Command(cmd, config=False, out_dir=False)})
-    with pytest.raises(SystemExit) if fails else contextlib.nullcontext():
-        assert main(["train"]) == 0
-    assert not tdist.is_initialized()

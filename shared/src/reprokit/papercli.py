@@ -14,10 +14,6 @@ Every command has ``--debug``. Expected failures (:class:`reprokit.errors.UserEr
 keys, missing data, corrupt artefacts or checkpoints, impossible shapes) end the program with exit
 status 2 and one line naming the culprit; ``--debug`` adds the traceback. Anything else is a bug and
 keeps its traceback (exit 1).
-
-A command that left a torch process group open (``torchrun``) has it destroyed when it returns or fails:
-a gloo group alive at interpreter exit can abort the process ("terminate called without an active
-exception", SIGABRT) after its work is done.
 """
 
 from __future__ import annotations
@@ -107,10 +103,7 @@ def build_cli(prog: str, commands: dict[str, Command | Callable[[argparse.Namesp
         if not cmds[name].config:
             args.config, args.overrides = None, []
         try:
-            try:
-                rc = cmds[name].fn(args)
-            finally:
-                _close_process_group()
+            rc = cmds[name].fn(args)
         except UserError as e:
             if args.debug:
                 traceback.print_exc()
@@ -128,16 +121,3 @@ def build_cli(prog: str, commands: dict[str, Command | Callable[[argparse.Namesp
         return code
 
     return main
-
-
-def _close_process_group() -> None:
-    """Destroy the default torch process group if the command left one initialised (no barrier: after a
-    failure the other ranks may never reach one). A command that finished normally should have called
-    ``reprokit.dist.cleanup()`` (barrier, then destroy) already; this is the net under every command."""
-    tdist = sys.modules.get("torch.distributed")
-    if tdist is None or not (tdist.is_available() and tdist.is_initialized()):
-        return
-    try:
-        tdist.destroy_process_group()
-    except Exception as e:  # noqa: BLE001 -- the command's own outcome (or error) is what counts
-        print(f"warning: could not destroy the torch process group: {e!r}", file=sys.stderr)
