@@ -14,6 +14,7 @@ from reprokit.claims import STATUSES
 from reprokit.config import ConfigError, load_config
 from reprokit.results import load_results
 from reprokit.runs import read_jsonl
+from reprokit.testing import check_stopped_reproduction_wall_time
 
 
 def _metrics(v: float, targets=TARGETS) -> dict:
@@ -179,20 +180,4 @@ def test_a_stopped_reproduction_still_records_its_wall_time(tmp_path, monkeypatc
     """Ctrl-C mid-plan: the invocation's seconds are kept in wall_time.json (marked interrupted), and the
     resumed invocation adds its own; results.json's wall time is their sum."""
     calls: list = []
-    fake = _fake(calls, 1e-3)
-
-    def stop_after_three(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return fake(*args, **kwargs)
-
-    monkeypatch.setattr(rp, "run_one", stop_after_three)
-    with pytest.raises(KeyboardInterrupt):
-        rp.run_reproduce("small", out_dir=str(tmp_path))
-    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
-    assert len(inv) == 1 and inv[0]["interrupted"] and inv[0]["from_scratch"] and inv[0]["runs_recorded"] == 3
-    monkeypatch.setattr(rp, "run_one", fake)
-    rp.run_reproduce("small", out_dir=str(tmp_path))
-    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
-    assert [i.get("interrupted", False) for i in inv] == [True, False] and not inv[1]["from_scratch"]
-    assert load_results(tmp_path / "results.json")["wall_time_s"] == pytest.approx(sum(i["elapsed_s"] for i in inv), abs=0.2)
+    check_stopped_reproduction_wall_time(rp, _fake(calls, 1e-3), calls, tmp_path, monkeypatch)

@@ -15,6 +15,7 @@ import torch
 
 __all__ = [
     "parabola_record",
+    "check_stopped_reproduction_wall_time",
     "GOLDEN_ENV",
     "unshadow_package",
     "assert_close",
@@ -263,3 +264,37 @@ def parabola_record(job: Any) -> dict:
     if job.arm == "diverge" and job.lr >= 4e-3:
         raise FloatingPointError(f"non-finite loss nan at step 7 (lr {job.lr:g})")
     return {"run": job.name, "arm": job.arm, "lr": job.lr, "seed": job.seed, "val_loss": loss}
+
+
+def check_stopped_reproduction_wall_time(reproduce_module: Any, fake_run_one: Any, calls: list, out_dir: str | Path,
+                                         monkeypatch: Any, stop_after: int = 3) -> None:
+    """The Ctrl-C contract of a member's ``reproduce`` (``reprokit.plan.run_plan_timed``), asserted.
+
+    The test patches ``reproduce_module.run_one`` with a wrapper around ``fake_run_one``; the fake appends to
+    ``calls`` once per run. The wrapper raises KeyboardInterrupt once ``stop_after`` runs have finished.
+    The stopped invocation must be kept in ``wall_time.json``: marked interrupted, from scratch, with its
+    finished runs counted. Then ``run_reproduce("small", ...)`` is resumed with the plain fake. The resumed
+    invocation must be added after it, and results.json's wall time must be the sum of both."""
+    import pytest
+
+    from .results import load_results
+
+    out = Path(out_dir)
+
+    def stop(*args, **kwargs):
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt
+        return fake_run_one(*args, **kwargs)
+
+    monkeypatch.setattr(reproduce_module, "run_one", stop)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce_module.run_reproduce("small", out_dir=str(out))
+    inv = json.loads((out / "wall_time.json").read_text())["invocations"]
+    assert len(inv) == 1 and inv[0]["interrupted"] and inv[0]["from_scratch"]
+    assert inv[0]["runs_recorded"] == stop_after
+    monkeypatch.setattr(reproduce_module, "run_one", fake_run_one)
+    reproduce_module.run_reproduce("small", out_dir=str(out))
+    inv = json.loads((out / "wall_time.json").read_text())["invocations"]
+    assert [i.get("interrupted", False) for i in inv] == [True, False] and not inv[1]["from_scratch"]
+    assert load_results(out / "results.json")["wall_time_s"] == pytest.approx(sum(i["elapsed_s"] for i in inv),
+                                                                               abs=0.2)
