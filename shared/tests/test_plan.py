@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
 
@@ -231,3 +232,47 @@ def test_run_plan_timed_records_a_stopped_invocation_and_sums_the_resumed_one(tm
     assert [i.get("interrupted", False) for i in inv] == [True, False] and not inv[1]["from_scratch"]
     assert inv[1]["tag"] == "st10" and inv[1]["runs_recorded"] == len(records) == plan_runs_done(g, log)
     assert wall == pytest.approx(sum(i["elapsed_s"] for i in inv), abs=0.2)
+
+
+def test_run_jobs_with_a_planner_and_workers_stops_submitting_after_ctrl_c(tmp_path) -> None:
+    """A member's own plan logic (``planner``) drives run_jobs; a run that is stopped (a worker's Ctrl-C arrives
+    as KeyboardInterrupt from its future) ends the invocation with at most the runs already in flight recorded,
+    never the rest of the plan."""
+    from reprokit.plan import run_planner_timed
+
+    log = tmp_path / "runs.jsonl"
+    records, wall = run_planner_timed(_chain_planner, "t1", log, _chain_run, out=tmp_path, t_start=0.0)
+    assert [r["run"] for r in records] == [f"j{i}" for i in range(6)]  # each job planned only after the last one
+    log.unlink()
+    with pytest.raises(KeyboardInterrupt):
+        run_planner_timed(_wide_planner, "t2", log, _stop_at_j2, out=tmp_path, t_start=0.0, workers=2)
+    done = [json.loads(x)["run"] for x in log.read_text().splitlines()]
+    assert "j2" not in done and len(done) <= 3, done  # the in-flight ones at most, not the 7 left
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert inv[-1]["tag"] == "t2" and inv[-1]["interrupted"] and inv[-1]["runs_recorded"] == len(done)
+
+
+@dataclass(frozen=True)
+class _NamedJob:
+    name: str
+
+
+def _chain_planner(records: list[dict]) -> list[_NamedJob]:
+    return [_NamedJob(f"j{i}") for i in range(min(len(records) + 1, 6))]
+
+
+def _wide_planner(records: list[dict]) -> list[_NamedJob]:
+    return [_NamedJob(f"j{i}") for i in range(10)]
+
+
+def _chain_run(job: _NamedJob) -> dict:
+    return {"run": job.name}
+
+
+def _stop_at_j2(job: _NamedJob) -> dict:
+    import time
+
+    if job.name == "j2":
+        raise KeyboardInterrupt
+    time.sleep(0.2)
+    return {"run": job.name}

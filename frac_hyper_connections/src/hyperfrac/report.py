@@ -399,7 +399,7 @@ def make_figures(records: list[dict], summary: dict, plan: dict, out: Path) -> N
 
 
 def write_report(scale: str, out: Path, records: list[dict], plan: dict, config: dict, protocol: dict,
-                 render: bool = False) -> Path:
+                 wall_time_s: float, render: bool = False) -> Path:
     """results.json + figures into ``out`` from the planned runs' records; re-render the README if ``render``."""
     from reprokit.results import render_readme, write_results
 
@@ -410,7 +410,7 @@ def write_report(scale: str, out: Path, records: list[dict], plan: dict, config:
     make_figures(records, summary, plan, out)
     path = write_results(out / "results.json", paper="hyperfrac", scale=scale, arms=summary, tables=tables,
                          claims=claims, floors=floors, protocol=protocol, config=config, seeds=plan["seeds"],
-                         wall_time_s=sum(r["wall_s"] for r in records))
+                         wall_time_s=wall_time_s)
     if render:
         render_readme(PKG_DIR, write=True)
     return path

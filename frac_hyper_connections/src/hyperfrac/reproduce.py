@@ -21,15 +21,13 @@ import json
 import math
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
 
 from reprokit.config import ConfigError, from_dict, load_config, to_dict
-from reprokit.runs import progress, read_jsonl
+from reprokit.runs import read_jsonl
 
 from .analysis import analyze_model
 from .config import Cfg
@@ -278,50 +276,49 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _execute(jobs: list[Job], bases: dict[str, dict], runs_root: Path, workers: int):
-    """Yield the record of every job as it finishes (in process, or in ``workers`` spawned processes)."""
-    args = [(bases[j.kind], j, str(runs_root / j.name)) for j in jobs]
-    if workers <= 1:
-        for a in progress(args, total=len(args), desc="reproduce", every_s=60.0):
-            yield _one_run(*a)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker) as ex:
-        futures = [ex.submit(_one_run, *a) for a in args]
-        for f in progress(as_completed(futures), total=len(futures), desc="reproduce", every_s=60.0):
-            yield f.result()
+def run_one(bases: dict[str, dict], runs_root: str, job: Job) -> dict:
+    """Train ``job`` (its kind's base config) into ``runs_root/<job name>`` and return its record."""
+    return _one_run(bases[job.kind], job, str(Path(runs_root) / job.name))
 
 
 def _read_records(path: Path) -> list[dict]:
     return read_jsonl(path) if path.is_file() else []
 
 
-def run_plan(scale: str, out: Path, runs_root: Path, workers: int = 1) -> list[dict]:
-    """Run every missing job of the plan (appending each finished record to ``out/runs.jsonl``); return the
-    records of the planned runs."""
+def _print_score(scale: str, rec: dict) -> None:
+    score = (f"val {rec['val_loss']:.4f} test {rec['test_loss']:.4f}" if rec["kind"] == "lm"
+             else f"val top1 {rec['val_top1']:.4f} test top1 {rec['test_top1']:.4f}")
+    print(f"[{scale}] {rec['run']}: {score} ({rec['wall_s']:.0f}s)", flush=True)
+
+
+def plan_tag(plan: dict) -> str:
+    """The budget tag a plan's wall time is summed under (wall_time.json): both kinds' step budgets."""
+    return f"lm-{plan.get('lm_tag') or 'untagged'}+vit-{plan.get('vit_tag') or 'untagged'}"
+
+
+def run_plan(scale: str, out: Path, runs_root: Path, workers: int = 1) -> tuple[list[dict], float]:
+    """Run every missing job of the plan (``reprokit.plan.run_jobs``: at most ``workers`` runs in flight, the plan
+    re-derived after each finished run, each record appended to ``out/runs.jsonl`` as it finishes; Ctrl-C stops
+    new submissions and ends the running workers). This invocation's wall time goes to ``out/wall_time.json``,
+    also when it is stopped. Returns the planned runs' records and the plan's wall time summed over its
+    invocations."""
+    from functools import partial
+
+    from reprokit.plan import run_planner_timed
+
+    t_start = time.time()
     plan = PLANS[scale]
     log = out / "runs.jsonl"
     if scale == "smoke":  # seconds: always from scratch (only the long scales resume from runs.jsonl)
         log.unlink(missing_ok=True)
         shutil.rmtree(runs_root, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    records = _read_records(log)
-    done = _by_name(records)
     bases = {"lm": to_dict(load_config(Cfg, PKG_DIR / "configs" / plan["lm_config"])),
              "vit": to_dict(load_config(Cfg, PKG_DIR / "configs" / plan["vit_config"]))}
-    while True:
-        todo = [j for j in planned_jobs(plan, records) if j.name not in done]
-        if not todo:
-            break
-        for rec in _execute(todo, bases, runs_root, workers):
-            score = (f"val {rec['val_loss']:.4f} test {rec['test_loss']:.4f}" if rec["kind"] == "lm"
-                     else f"val top1 {rec['val_top1']:.4f} test top1 {rec['test_top1']:.4f}")
-            print(f"[{scale}] {rec['run']}: {score} ({rec['wall_s']:.0f}s)", flush=True)
-            with open(log, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            done[rec["run"]] = rec
-            records.append(rec)
-    planned = {j.name for j in planned_jobs(plan, records)}
-    return [r for r in records if r["run"] in planned]
+    return run_planner_timed(lambda recs: planned_jobs(plan, recs), plan_tag(plan), log,
+                             partial(run_one, bases, str(runs_root)), out=out, t_start=t_start, workers=workers,
+                             keep=scale != "smoke", initializer=_init_worker, diverge_on=(),
+                             on_record=partial(_print_score, scale))
 
 
 def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> Path:
@@ -346,7 +343,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
         if tag and tag != f"st{steps}":
             raise ConfigError(f"plan {scale!r}: {kind}_tag {tag!r} does not match train.steps={steps} of "
                               f"configs/{plan[f'{kind}_config']}")
-    records = run_plan(scale, out, runs_root, workers)
+    records, wall_time_s = run_plan(scale, out, runs_root, workers)
     all_names = [r["run"] for r in _read_records(out / "runs.jsonl")]
     outside = sorted(set(all_names) - {r["run"] for r in records})
     cfg_dir = PKG_DIR / "configs"
@@ -359,11 +356,14 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
                 "claim_rule": "reprokit.claims: paired per-seed improvements at each arm's chosen LR, noise = "
                               "seed_noise of the multi-seed arms involved, baselines' floors (floor_check)",
                 "runs_outside_plan": outside,
-                "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records}}
+                "wall_time": "summed over this plan's invocations (wall_time.json beside this file)",
+                "run_wall_s": {r["run"]: round(r["wall_s"], 1) for r in records},
+                "run_wall_s_sum": round(sum(r["wall_s"] for r in records), 1)}
     if scale == "small" and any(not r.get("tag") for r in records):
         protocol["provenance"] = (
             "The committed small runs were trained by pre-template code (batches drawn by "
             "numpy default_rng([seed, rank, step]) instead of reprokit.rng.step_rng(seed, 'batch', rank, step); "
             "config keys model.d_model/n_layers/n_heads and data.eval_tokens/eval_batch); they will be "
             "regenerated by the judgeable re-run (issue #9).")
-    return write_report(scale, out, records, plan, config, protocol, render=(scale == "small" and out_dir is None))
+    return write_report(scale, out, records, plan, config, protocol, wall_time_s,
+                        render=(scale == "small" and out_dir is None))

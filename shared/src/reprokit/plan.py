@@ -36,9 +36,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "run_jobs", "run_plan_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
+           "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
            "trained"]
 
 
@@ -282,10 +283,13 @@ def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:
 def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict], workers: int = 1,
              initializer: Callable[[], None] | None = None,
              on_record: Callable[[dict], None] | None = None,
-             diverge_on: tuple[type[BaseException], ...] = (FloatingPointError,)) -> list[dict]:
+             diverge_on: tuple[type[BaseException], ...] = (FloatingPointError,),
+             planner: Callable[[list[dict]], list] | None = None) -> list[dict]:
     """Run every missing job of the plan, appending each finished record (``run_fn(job)``: a dict with at least
     ``run`` = the job's name and the ``select_by`` key of its group) to ``log`` as soon as it finishes; returns
-    the records of the planned runs. The plan is re-derived after every finished run, so a job that a result
+    the records of the planned runs. ``planner`` (optional; called in this process only) replaces
+    :func:`planned_jobs` of ``groups`` for a member with its own plan logic: records -> the planned jobs (objects
+    with a ``name``). The plan is re-derived after every finished run, so a job that a result
     calls for (an LR extension, the further seeds) starts as soon as a worker is free. ``run_fn`` (and
     ``initializer``) must be picklable (module-level) when ``workers > 1``; without an ``initializer`` each
     worker process runs torch on one thread (``workers`` processes share the cores). A job raising one of
@@ -298,13 +302,14 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
     records = _read(log)
     done = _by_name(records)
     t0 = time.time()
+    plan_of = planner if planner is not None else (lambda recs: planned_jobs(groups, recs))
 
     def finish(rec: dict) -> None:
         with open(log, "a") as fh:
             fh.write(json.dumps(rec) + "\n")
         done[rec["run"]] = rec
         records.append(rec)
-        planned = planned_jobs(groups, records)
+        planned = plan_of(records)
         what = f"DIVERGED ({rec.get('error')})" if is_diverged(rec) else "finished"
         print(f"[reproduce] {rec['run']} {what}; {sum(j.name in done for j in planned)}"
               f"/{len(planned)} planned runs done ({(time.time() - t0) / 60:.1f} min)", flush=True)
@@ -312,7 +317,7 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
             on_record(rec)
 
     def todo(running: set[str]) -> list[Job]:
-        return [j for j in planned_jobs(groups, records) if j.name not in done and j.name not in running]
+        return [j for j in plan_of(records) if j.name not in done and j.name not in running]
 
     if workers <= 1:
         while jobs := todo(set()):
@@ -347,7 +352,7 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
                     finish(rec)
             if error is not None:
                 raise error
-    planned = {j.name for j in planned_jobs(groups, records)}
+    planned = {j.name for j in plan_of(records)}
     return [r for r in records if r["run"] in planned]
 
 
@@ -376,16 +381,29 @@ def run_plan_timed(group: Group, log: str | Path, run_fn: Callable[[Job], dict],
     (``reprokit.results.record_wall_time``, from ``t_start``, a ``time.time()``), also when it is stopped
     (Ctrl-C) or fails, marked ``interrupted``, before re-raising. Returns ``(records, the plan's wall time
     summed over its invocations)``. ``keep=False`` (smoke) starts wall_time.json afresh."""
+    return run_planner_timed(lambda recs: planned_jobs([group], recs), group.tag, log, run_fn, out=out,
+                             t_start=t_start, workers=workers, keep=keep)
+
+
+def run_planner_timed(planner: Callable[[list[dict]], list], tag: str, log: str | Path,
+                      run_fn: Callable[[Any], dict], *, out: str | Path, t_start: float, workers: int = 1,
+                      keep: bool = True, **run_kw: Any) -> tuple[list[dict], float]:
+    """:func:`run_plan_timed` for a member with its own plan logic: ``planner`` (records -> planned jobs, see
+    :func:`run_jobs`) and the budget ``tag`` its wall time is summed under; ``run_kw`` go to :func:`run_jobs`."""
     import time
 
     from .results import record_wall_time
 
-    from_scratch = plan_runs_done(group, log) == 0
+    def n_done() -> int:
+        recs = _read(Path(log))
+        return len({j.name for j in planner(recs)} & {r["run"] for r in recs})
+
+    from_scratch = n_done() == 0
     try:
-        records = run_jobs([group], log, run_fn, workers=workers)
+        records = run_jobs([], log, run_fn, workers=workers, planner=planner, **run_kw)
     except BaseException:
-        record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=plan_runs_done(group, log),
+        record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=n_done(),
                          from_scratch=from_scratch, keep=keep, interrupted=True)
         raise
-    return records, record_wall_time(out, time.time() - t_start, tag=group.tag, runs_recorded=len(records),
+    return records, record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=len(records),
                                      from_scratch=from_scratch, keep=keep)
