@@ -53,6 +53,24 @@ def test_run_names_and_overrides_carry_every_varying_key():
     assert min(g.lr_grid) < 2e-4 < max(g.lr_grid) and len(g.lr_grid) == 3
 
 
+def test_lr_choice_requires_the_target_group_floor_on_validation():
+    """An LR whose faces miss the target-group floor on the validation identities cannot win on val_gt_l1 (the
+    unchanged input scores a lower GT L1 than any trained generator of the pilot)."""
+    from cgan_aging.report import BASELINE_AGE_ACC_FLOOR, lr_table
+    from reprokit.plan import planned_jobs
+
+    g = rp.PLANS["small"]
+    assert g.require == ("val_age_acc", BASELINE_AGE_ACC_FLOOR) and rp.PLANS["smoke"].require == g.require
+    # 1e-4 has the lowest GT L1 but misses the floor: 2e-4 is chosen (inside the grid), no extension
+    recs = [{"run": g.job("baseline", lr).name, "arm": "baseline", "lr": lr, "seed": 0, "val_gt_l1": l1,
+             "val_age_acc": acc} for lr, l1, acc in ((1e-4, 0.080, 0.55), (2e-4, 0.090, 0.74), (4e-4, 0.095, 0.80))]
+    names = {j.name for j in planned_jobs([g], recs)}
+    assert g.job("baseline", 2e-4, 1).name in names and g.job("baseline", 5e-5).name not in names
+    plan = g.summary(recs)
+    assert plan["chosen_lrs"]["baseline"] == 2e-4 and plan["bracketed"]["baseline"] is True
+    assert "among the LRs whose val_age_acc reaches 0.7" in lr_table(recs, plan)["caption"]
+
+
 def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path, monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(rp, "run_one", _fake_run_one(calls))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
-from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, metric_cell, trained
+from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, metric_cell, selection_rule, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -117,7 +117,8 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
     br = plan.get("bracketed", {})
     return {"columns": ["lr (G and D)", *[f"{TITLES[a]}: {sel}" for a in arms]], "rows": rows,
             "caption": f"seed 0; {sel} (ground-truth pixel L1, lower is better) and target-group accuracy on the "
-                       "validation identities (never the test identities of the claims); " + bracketed_note(arms, br)}
+                       f"validation identities (never the test identities of the claims); {selection_rule(plan)}; "
+                       + bracketed_note(arms, br)}
 
 
 def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], plan: dict, base: Cfg,
@@ -162,7 +163,7 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
     write_results(path, paper="cgan_aging", scale=scale, arms=summary, tables=tables, claims=claims, floors=floors,
                   protocol={"arms": list(arms_present), "steps": base.train.steps,
                             "plan": {k: v for k, v in plan.items() if k != "runs"}, "planned_runs": plan.get("runs"),
-                            "selection": "LR chosen on val_gt_l1 of the validation identities (data.num_val); "
+                            "selection": f"{selection_rule(plan)}, on the validation identities (data.num_val); "
                                          "every reported metric and claim on the test identities",
                             "image_size": base.model.image_size, "num_groups": base.model.num_groups,
                             "baseline_age_acc_floor": BASELINE_AGE_ACC_FLOOR,

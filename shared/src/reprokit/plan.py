@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
+           "selection_rule", "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
            "trained"]
 
 
@@ -117,6 +117,7 @@ class Group:
                 "secondary_seeds": {a: list(v) for a, v in self.secondary_seeds.items()},
                 "max_extensions": self.max_extensions, "tag": self.tag, "select_by": self.select_by,
                 **({"require": {"key": self.require[0], "min": self.require[1]}} if self.require else {}),
+                **({"maximize": True} if self.maximize else {}),
                 "chosen_lrs": chosen_lrs(self, records),
                 "bracketed": {a: bracketed(self, a, records) for a in self.grid_arms},
                 "runs": [j.name for j in planned_jobs([self], records)]}
@@ -251,6 +252,17 @@ def bracketed_note(arms: Sequence[str], flags: dict[str, bool | None]) -> str:
     """Caption text: per arm whether its chosen LR is strictly inside the LRs it tried (``bracketed``)."""
     return "bracketed (best LR strictly inside the LRs tried): " + ", ".join(
         f"{a} {'yes' if flags.get(a) else 'no' if flags.get(a) is False else 'n/a'}" for a in arms)
+
+
+def selection_rule(plan: dict) -> str:
+    """How a plan chose each grid arm's LR, in words, from its summary (``Group.summary()``, as stored in
+    results.json): the selection key and, with ``require``, the validity floor it applies first."""
+    rule = f"the chosen LR has the {'highest' if plan.get('maximize') else 'lowest'} {plan['select_by']}"
+    req = plan.get("require")
+    if req:
+        rule += (f" among the LRs whose {req['key']} reaches {req['min']:g} (below it: ranked after, by "
+                 f"{req['key']})")
+    return rule
 
 
 def planned_jobs(groups: Iterable[Group], records: Iterable[dict]) -> list[Job]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from reprokit.claims import combine, floor_check, judge, paired_improvements, seed_noise
 from reprokit.config import to_dict
-from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, metric_cell, trained
+from reprokit.plan import bracketed_note, is_diverged, lr_grid_rows, metric_cell, selection_rule, trained
 from reprokit.results import render_readme, write_results
 
 from .config import Cfg
@@ -111,16 +111,6 @@ def lr_table(all_recs: list[dict], plan: dict) -> dict:
             "caption": f"seed 0; {sel} (L1 to the counterfactual render outside the source marks, lower is better) "
                        "and target accuracy on the validation identities (never the test identities of the "
                        f"claims); {selection_rule(plan)}; " + bracketed_note(arms, br)}
-
-
-def selection_rule(plan: dict) -> str:
-    """How the plan chose each grid arm's LR, in words (from results.json's plan)."""
-    rule = f"the chosen LR has the lowest {plan['select_by']}"
-    req = plan.get("require")
-    if req:
-        rule += (f" among the LRs whose {req['key']} reaches {req['min']:g} (below it: ranked after, by "
-                 f"{req['key']})")
-    return rule
 
 
 def curves_figure(recs: list[dict], path: Path) -> Path:
