@@ -95,21 +95,24 @@ def test_judgeable_plan_extends_until_bracketed_then_seeds_and_secondaries():
 
 
 def test_committed_small_runs_cover_their_plan_exactly():
-    """runs.jsonl holds every run of the committed plan (the judgeable plan of issue #9, run names tagged with
-    their budget) exactly once. Runs outside it stay in the file: the untagged runs of the earlier 400-step plan,
-    and runs of the current plan (PLANS["small"]) finished while it is still being run and not yet reported."""
+    """runs.jsonl holds every run of the committed plan (the judgeable plan of issue #9: LM d = 32 at 8000 steps,
+    ViT at 4500; run names tagged with their budget) exactly once. Runs outside it stay in the file, unused: the
+    untagged runs of the 400-step plan and the st4000 LM runs of the d = 64 plan. Runs of a newer plan
+    (PLANS["small"] changed) may be committed while it is being run, before the report is rebuilt."""
     res = json.loads((SMALL / "results.json").read_text())
     plan = res["protocol"]["plan"]
-    assert plan["lm_tag"] == "st4000" and plan["vit_tag"] == "st4500"
+    assert plan["lm_tag"] == "st8000" and plan["vit_tag"] == "st4500"
     tags = {plan["lm_tag"], plan["vit_tag"]}
     recs = [json.loads(x) for x in (SMALL / "runs.jsonl").read_text().splitlines() if x.strip()]
     names = [r["run"] for r in recs if r.get("tag") in tags]
     planned = {j.name for j in planned_jobs(plan, recs)}
-    assert sorted(names) == sorted(planned) and len(names) == len(set(names)) == 30
-    old = {r["run"] for r in recs if not r.get("tag")}
-    assert not old & planned and len(old) == 44
+    assert sorted(names) == sorted(planned) and len(names) == len(set(names)) == 29
+    assert sorted(res["protocol"]["runs_outside_plan"]) == sorted(r["run"] for r in recs if r["run"] not in planned)
+    old = {r["run"] for r in recs if r.get("tag") not in tags}
+    assert not old & planned and len(old) == 44 + 23
+    assert {r.get("tag") for r in recs if r["run"] in old} == {None, "st4000"}
     current = {PLANS["small"]["lm_tag"], PLANS["small"]["vit_tag"]}
-    newer = [r for r in recs if r.get("tag") and r["tag"] not in tags]
+    newer = [r for r in recs if r.get("tag") not in tags | {None, "st4000"}]
     assert all(r["tag"] in current for r in newer), "runs of a plan that is neither committed nor current"
     in_progress = {j.name for j in planned_jobs(PLANS["small"], recs)}
     assert {r["run"] for r in newer} <= in_progress and len(newer) == len({r["run"] for r in newer})
@@ -128,9 +131,9 @@ def test_committed_results_equal_what_report_builds_from_runs_jsonl():
     claims = make_claims(recs, summary, plan, floors)
     assert [(c["id"], c["status"], c["evidence"]) for c in claims] == \
         [(c["id"], c["status"], c["evidence"]) for c in res["claims"]]
-    # LM: Pre-Norm under 1.70 (met), 20.4 tokens/parameter (met), flattening (missed: 2.45% in its worst seed);
+    # LM: Pre-Norm under 1.70 (met: 1.672), 163 tokens/parameter (met), flattening (met: 1.90% in its worst seed);
     # ViT: top-1 >= 0.85 (met)
-    assert [f["ok"] for f in res["floors"]] == [f["ok"] for f in floors] == [True, True, False, True]
+    assert [f["ok"] for f in res["floors"]] == [f["ok"] for f in floors] == [True, True, True, True]
     tables = make_tables(recs, summary, plan)
     for name in ("lm", "lr_grid", "lr_bracket", "vit"):
         assert tables[name]["rows"] == res["tables"][name]["rows"], name

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -23,17 +24,9 @@ from reprokit.claims import NOT_TESTABLE, combine, floor_check, judge, paired_im
 
 from .connections import parse_variant
 
-__all__ = ["best_lr", "summarize", "make_floors", "make_claims", "make_tables", "make_figures", "write_report",
-           "OLD_STATUS"]
+__all__ = ["best_lr", "summarize", "make_floors", "make_claims", "make_tables", "make_figures", "write_report"]
 
 PKG_DIR = Path(__file__).resolve().parents[2]
-
-# Statuses of the committed small claims under the member's own rules before the shared claim rule
-# (paired delta vs the largest half-range over seeds, floored at 0.005 nats; ViT: a 2-standard-error band;
-# "n = 1 no gain": delta >= -noise), as rendered in the README at commit fbb7da6.
-OLD_STATUS = {"dhc4_beats_prenorm": "inconclusive", "n1_no_gain": "reproduced", "n4_beats_n2": "inconclusive",
-              "dfc4_between": "inconclusive", "collapse_order": "not reproduced", "vit_hc": "inconclusive"}
-
 
 def label(arm: str) -> str:
     return parse_variant(arm).label()
@@ -287,8 +280,7 @@ def _delta(records, kind, arm, ref, key="test_loss"):
     return -_mean(imp) if imp else None
 
 
-def make_tables(records: list[dict], summary: dict, plan: dict, claims: list[dict] | None = None,
-                old_status: dict | None = None) -> dict:
+def make_tables(records: list[dict], summary: dict, plan: dict) -> dict:
     rows = []
     bits = {summary[f"lm:{a}"]["bits_unit"] for a in plan["lm_arms"] if f"lm:{a}" in summary}
     unit = "bpb" if bits == {"bpb"} else "bpt"
@@ -347,15 +339,6 @@ def make_tables(records: list[dict], summary: dict, plan: dict, claims: list[dic
                                  "test top-1", "Δ top-1", "conn. params", "ms/step"], "rows": vrows,
                      "caption": f"{plan['vit_data']}. Base grid {{{', '.join(f'{g:g}' for g in plan['vit_lr_grid'])}}}"
                                 " with the same edge rule."}
-    if claims is not None and old_status:
-        tables["claim_rules"] = {
-            "columns": ["claim", "before (member's own rule)", "now (reprokit.claims)", "without the floor", "why"],
-            "rows": [[c["claim"], old_status.get(c["id"], "–"), c["status"], c["status_without_floor"], c["why"]]
-                     for c in claims],
-            "caption": "The same committed runs judged by the member's former rules (delta vs the largest half-range "
-                       "over seeds with a 0.005-nat floor; a 2-standard-error band for the ViT) and by the shared "
-                       "rule (paired per-seed improvements vs seed_noise, baselines' quality floors); \"without "
-                       "the floor\": what the paired comparison alone gives."}
     return tables
 
 
@@ -398,6 +381,26 @@ def make_figures(records: list[dict], summary: dict, plan: dict, out: Path) -> N
                    "per-sublayer gradient norms")
 
 
+def budget_table(out: Path, records: list[dict], plan: dict, wall_time_s: float) -> dict:
+    """What the plan cost: its runs, the wall time of its recorded invocations (wall_time.json), and the sum of
+    its runs' own times (with N workers running side by side, about N x the wall time)."""
+    wt = out / "wall_time.json"
+    tag = plan_tag(plan)
+    inv = [i for i in json.loads(wt.read_text())["invocations"] if i.get("tag") == tag] if wt.is_file() else []
+    rows = [[kind, plan.get(f"{kind}_tag") or "–", sum(r["kind"] == kind for r in records),
+             f"{sum(r['wall_s'] for r in records if r['kind'] == kind):,.0f}"] for kind in ("lm", "vit")]
+    stopped = sum(bool(i.get("interrupted")) for i in inv)
+    return {"columns": ["part", "budget tag", "runs", "summed run time (s)"], "rows": rows,
+            "caption": f"Wall time of the plan ({tag}): {wall_time_s:,.0f} s over {len(inv)} recorded invocation(s) "
+                       f"({stopped} stopped and resumed), 1 thread per run; the summed run time counts each run's "
+                       "own seconds, so with 2 workers side by side it is about twice the wall time."}
+
+
+def plan_tag(plan: dict) -> str:
+    """The budget tag a plan's wall time is summed under (wall_time.json): both kinds' step budgets."""
+    return f"lm-{plan.get('lm_tag') or 'untagged'}+vit-{plan.get('vit_tag') or 'untagged'}"
+
+
 def write_report(scale: str, out: Path, records: list[dict], plan: dict, config: dict, protocol: dict,
                  wall_time_s: float, render: bool = False) -> Path:
     """results.json + figures into ``out`` from the planned runs' records; re-render the README if ``render``."""
@@ -406,7 +409,8 @@ def write_report(scale: str, out: Path, records: list[dict], plan: dict, config:
     summary = summarize(records, plan)
     floors = make_floors(summary, plan, records)
     claims = make_claims(records, summary, plan, floors)
-    tables = make_tables(records, summary, plan, claims, OLD_STATUS if scale == "small" else None)
+    tables = make_tables(records, summary, plan)
+    tables["budget"] = budget_table(out, records, plan, wall_time_s)
     make_figures(records, summary, plan, out)
     path = write_results(out / "results.json", paper="hyperfrac", scale=scale, arms=summary, tables=tables,
                          claims=claims, floors=floors, protocol=protocol, config=config, seeds=plan["seeds"],

@@ -33,7 +33,7 @@ from .analysis import analyze_model
 from .config import Cfg
 from .connections import connection_param_count, parse_variant
 from .data import analysis_inputs, make_data
-from .report import best_lr, write_report
+from .report import best_lr, plan_tag, write_report
 from .train import load_run, train
 
 __all__ = ["PLANS", "Job", "run_name", "base_jobs", "lr_decision", "bracketed", "extension_jobs", "seed_jobs",
@@ -289,11 +289,6 @@ def _print_score(scale: str, rec: dict) -> None:
     score = (f"val {rec['val_loss']:.4f} test {rec['test_loss']:.4f}" if rec["kind"] == "lm"
              else f"val top1 {rec['val_top1']:.4f} test top1 {rec['test_top1']:.4f}")
     print(f"[{scale}] {rec['run']}: {score} ({rec['wall_s']:.0f}s)", flush=True)
-
-
-def plan_tag(plan: dict) -> str:
-    """The budget tag a plan's wall time is summed under (wall_time.json): both kinds' step budgets."""
-    return f"lm-{plan.get('lm_tag') or 'untagged'}+vit-{plan.get('vit_tag') or 'untagged'}"
 
 
 def run_plan(scale: str, out: Path, runs_root: Path, workers: int = 1) -> tuple[list[dict], float]:
