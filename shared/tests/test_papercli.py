@@ -34,7 +34,11 @@ SCRIPT = textwrap.dedent("""
     def crash(args):
         raise RuntimeError("a bug")
 
-    main = build_cli("prog", {"train": Command(train), "bench": Command(crash, config=False)})
+    def stop(args):
+        raise KeyboardInterrupt
+
+    main = build_cli("prog", {"train": Command(train), "bench": Command(crash, config=False),
+                              "sample": Command(stop, config=False)})
     main()
 """)
 
@@ -68,6 +72,13 @@ def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback(prog):
 def test_bugs_keep_their_traceback(prog):
     r = prog("bench")
     assert r.returncode == 1 and "Traceback" in r.stderr and "a bug" in r.stderr
+
+
+def test_a_stop_is_one_line_exit_130(prog):
+    r = prog("sample")
+    assert r.returncode == 130 and r.stderr.strip() == "prog sample: stopped"
+    r = prog("sample", "--debug")
+    assert r.returncode == 130 and "Traceback" in r.stderr and "KeyboardInterrupt" in r.stderr
 
 
 def test_commands_without_config_reject_it(prog):

@@ -276,3 +276,46 @@ def _stop_at_j2(job: _NamedJob) -> dict:
         raise KeyboardInterrupt
     time.sleep(0.2)
     return {"run": job.name}
+
+
+def _sleep_long(job: _NamedJob) -> dict:
+    import time
+
+    time.sleep(60)
+    return {"run": job.name}
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_a_stopped_plan_ends_its_workers_at_once_and_records_the_invocation(tmp_path, how) -> None:
+    """Ctrl-C in the main process (or SIGTERM: ``kill``, ``timeout``, a scheduler) stops the plan without waiting
+    for the runs in flight: no worker is left running, the wall time is recorded as interrupted, and the SIGTERM
+    handler of the caller is restored."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    from reprokit.plan import run_planner_timed
+
+    def caller_handler(signum, frame):  # a SIGTERM the plan does not handle fails the test, not the session
+        raise RuntimeError("SIGTERM reached the caller's handler: the plan did not turn it into a stop")
+
+    sig = signal.SIGINT if how == "ctrl-c" else signal.SIGTERM
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises KeyboardInterrupt here
+    former = signal.signal(signal.SIGTERM, caller_handler)
+    timer = threading.Timer(8.0, os.kill, (os.getpid(), sig))  # after the two spawned workers have started their runs
+    t0 = time.time()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_planner_timed(_wide_planner, "t3", tmp_path / "runs.jsonl", _sleep_long, out=tmp_path, t_start=t0,
+                              workers=2)
+        assert signal.getsignal(signal.SIGTERM) is caller_handler
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, former)
+    assert time.time() - t0 < 40, "the stop waited for the runs in flight"
+    assert not multiprocessing.active_children()
+    inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
+    assert inv[-1]["interrupted"] and inv[-1]["runs_recorded"] == 0

@@ -12,8 +12,10 @@ paper that builds a parser). What a command accepts follows from what it uses:
 
 Every command has ``--debug``. Expected failures (:class:`reprokit.errors.UserError`: unknown config
 keys, missing data, corrupt artefacts or checkpoints, impossible shapes) end the program with exit
-status 2 and one line naming the culprit; ``--debug`` adds the traceback. Anything else is a bug and
-keeps its traceback (exit 1).
+status 2 and one line naming the culprit; ``--debug`` adds the traceback. A stop (Ctrl-C, or SIGTERM during a
+reproduction) ends with exit status 130 and one line saying that it stopped (what a long command keeps is its
+own business: a reproduction keeps its finished runs and resumes from them). Anything else is a bug and keeps its
+traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -112,6 +114,11 @@ def build_cli(prog: str, commands: dict[str, Command | Callable[[argparse.Namesp
             if not args.debug and "\n" in str(e).strip():
                 print("\n".join(str(e).strip().splitlines()[1:]), file=sys.stderr)
             return _exit(2, True)
+        except KeyboardInterrupt:
+            if args.debug:
+                traceback.print_exc()
+            print(f"{prog} {name}: stopped", file=sys.stderr)
+            return _exit(130, True)
         code = rc if isinstance(rc, int) else 0
         return _exit(code, console)
 

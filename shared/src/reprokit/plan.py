@@ -29,6 +29,7 @@ a run outside the plan, and resuming never changes the set of runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -306,7 +307,9 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
     ``initializer``) must be picklable (module-level) when ``workers > 1``; without an ``initializer`` each
     worker process runs torch on one thread (``workers`` processes share the cores). A job raising one of
     ``diverge_on`` is recorded as diverged (:func:`diverged_record`) and the plan goes on; any other error stops
-    new submissions, lets the running jobs finish (and be recorded), then re-raises."""
+    new submissions, lets the running jobs finish (and be recorded), then re-raises. A stop (KeyboardInterrupt:
+    Ctrl-C in this process or in a worker) ends the workers at once and re-raises; the finished runs are kept in
+    ``log`` and the stopped ones resume from their checkpoints next time."""
     import time
 
     log = Path(log)
@@ -339,8 +342,10 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
                 rec = diverged_record(jobs[0], e)
             finish(rec)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                 initializer=initializer or one_torch_thread) as ex:
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=initializer or one_torch_thread)
+        stopped = False
+        try:
             running: dict = {}
             error: BaseException | None = None
             while True:
@@ -357,6 +362,9 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
                         rec = f.result()
                     except diverge_on as e:
                         rec = diverged_record(job, e)
+                    except KeyboardInterrupt:  # a worker was stopped (Ctrl-C reaches the whole process group)
+                        print(f"[reproduce] {name} stopped", flush=True)
+                        raise
                     except BaseException as e:  # noqa: BLE001 -- re-raised below
                         print(f"[reproduce] {name} failed: {e!r}", flush=True)
                         error = error or e
@@ -364,8 +372,26 @@ def run_jobs(groups: list[Group], log: str | Path, run_fn: Callable[[Job], dict]
                     finish(rec)
             if error is not None:
                 raise error
+        except KeyboardInterrupt:
+            # Stop now: the runs in flight are ended (each resumes from its last checkpoint when the plan is
+            # run again), none is waited for, nothing queued starts.
+            stopped = True
+            _end_workers(ex)
+            raise
+        finally:
+            ex.shutdown(wait=not stopped, cancel_futures=stopped)
     planned = {j.name for j in plan_of(records)}
     return [r for r in records if r["run"] in planned]
+
+
+def _end_workers(ex: ProcessPoolExecutor) -> None:
+    """Terminate the worker processes of ``ex`` (a stopped plan does not wait for its runs in flight)."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
 
 
 def one_torch_thread() -> None:
@@ -387,11 +413,33 @@ def plan_runs_done(group: Group, log: str | Path) -> int:
     return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
 
 
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While inside, SIGTERM (``kill PID``, ``timeout``, a batch scheduler's stop) stops a plan as Ctrl-C does --
+    KeyboardInterrupt, so the invocation's wall time is recorded -- instead of killing it silently. Only in the
+    main thread (signal handlers cannot be set elsewhere); the former handler is restored on the way out."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def run_plan_timed(group: Group, log: str | Path, run_fn: Callable[[Job], dict], *, out: str | Path,
                    t_start: float, workers: int = 1, keep: bool = True) -> tuple[list[dict], float]:
     """:func:`run_jobs` for one group, recording this invocation in ``out/wall_time.json``
     (``reprokit.results.record_wall_time``, from ``t_start``, a ``time.time()``), also when it is stopped
-    (Ctrl-C) or fails, marked ``interrupted``, before re-raising. Returns ``(records, the plan's wall time
+    (Ctrl-C or SIGTERM) or fails, marked ``interrupted``, before re-raising. Returns ``(records, the plan's wall time
     summed over its invocations)``. ``keep=False`` (smoke) starts wall_time.json afresh."""
     return run_planner_timed(lambda recs: planned_jobs([group], recs), group.tag, log, run_fn, out=out,
                              t_start=t_start, workers=workers, keep=keep)
@@ -412,7 +460,8 @@ def run_planner_timed(planner: Callable[[list[dict]], list], tag: str, log: str 
 
     from_scratch = n_done() == 0
     try:
-        records = run_jobs([], log, run_fn, workers=workers, planner=planner, **run_kw)
+        with _sigterm_stops():
+            records = run_jobs([], log, run_fn, workers=workers, planner=planner, **run_kw)
     except BaseException:
         record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=n_done(),
                          from_scratch=from_scratch, keep=keep, interrupted=True)
