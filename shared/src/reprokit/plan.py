@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
-           "selection_rule", "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done", "one_torch_thread", "diverged_record", "is_diverged",
-           "trained"]
+           "selection_rule", "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done",
+           "one_torch_thread", "diverged_record", "is_diverged", "trained"]
 
 
 def run_name(group: str, arm: str, lr: float, seed: int, tag: str = "") -> str:
