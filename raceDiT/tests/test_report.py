@@ -8,8 +8,8 @@ from racedit.config import Cfg
 from racedit.report import claims, floors, write_report
 from racedit.reproduce import ARMS, PLANS
 from reprokit.claims import INCONCLUSIVE, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
-from reprokit.config import load_config
-from reprokit.plan import bracketed, chosen_lrs, planned_jobs
+from reprokit.config import from_dict
+from reprokit.plan import Group, bracketed, chosen_lrs, planned_jobs
 from reprokit.runs import read_jsonl
 
 MEMBER = Path(__file__).resolve().parents[1]
@@ -93,11 +93,12 @@ def test_flattening_floor_and_per_arm_lrs():
 
 
 def test_committed_small_results_are_rebuilt_from_runs_jsonl(tmp_path):
-    """The committed results.json is what report.py makes of runs.jsonl. Until the judgeable plan (issue #9,
-    run names tagged with its budget) has finished, results.json holds the pre-#9 400-step results, and the
-    README must say so."""
+    """The committed results.json is what report.py makes of runs.jsonl, under the plan and config it stores
+    (so it stays checkable while a newer PLANS["small"] is being run beside it). Until the judgeable plan (issue
+    #9, run names tagged with its budget) had finished, results.json held the pre-#9 400-step results, and the
+    README had to say so."""
     res = json.loads((SMALL / "results.json").read_text())
-    group = PLANS["small"]
+    group = Group.from_summary(res["protocol"]["plan"]) if "plan" in res["protocol"] else PLANS["small"]
     records = read_jsonl(SMALL / "runs.jsonl")
     if "plan" not in res["protocol"]:
         readme = (MEMBER / "README.md").read_text()
@@ -110,8 +111,8 @@ def test_committed_small_results_are_rebuilt_from_runs_jsonl(tmp_path):
     lrs = chosen_lrs(group, mine)
     plan = {**res["protocol"]["plan"], "chosen_lrs": lrs, "chosen_lr": lrs["race"],
             "bracketed": {a: bracketed(group, a, mine) for a in group.grid_arms}}
-    path = write_report("small", tmp_path, tmp_path / "runs", mine, plan,
-                        load_config(Cfg, MEMBER / "configs" / "small.yaml"), ARMS, wall_time_s=0.0, render=False)
+    path = write_report("small", tmp_path, tmp_path / "runs", mine, plan, from_dict(Cfg, res["config"]), ARMS,
+                        wall_time_s=0.0, render=False)
     new = json.loads(path.read_text())
     for key in ("arms", "tables", "claims", "floors", "seeds", "lr_grid", "config"):
         assert new[key] == res[key], key

@@ -319,3 +319,16 @@ def test_a_stopped_plan_ends_its_workers_at_once_and_records_the_invocation(tmp_
     assert not multiprocessing.active_children()
     inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
     assert inv[-1]["interrupted"] and inv[-1]["runs_recorded"] == 0
+
+
+@pytest.mark.parametrize("kw", [{}, {"maximize": True, "require": ("val_loss", 0.5), "tag": "st10",
+                                     "secondary_seeds": {"side": (0, 1)}}])
+def test_a_group_is_rebuilt_from_its_stored_summary(kw) -> None:
+    """A results.json keeps its plan's summary (JSON: lists, not tuples); the group rebuilt from it plans exactly
+    the same runs, so committed results stay checkable after the member's plan has changed."""
+    g = group(**kw)
+    recs = simulate([g])
+    stored = json.loads(json.dumps(g.summary(recs)))
+    back = Group.from_summary(stored)
+    assert back == g
+    assert [j.name for j in planned_jobs([back], recs)] == [j.name for j in planned_jobs([g], recs)]

@@ -101,6 +101,19 @@ class Group:
                 raise ValueError(f"group {self.name!r}: {arm!r} is a seed arm (it runs every seed of `seeds`); "
                                  "drop it from secondary_seeds")
 
+    @classmethod
+    def from_summary(cls, summary: dict, name: str = "") -> Group:
+        """The group a :meth:`summary` (as stored in a results.json's protocol) was made by, so a committed result
+        can be checked against its own plan after the member's current plan has moved on."""
+        req = summary.get("require")
+        return cls(name=name, lr_grid=tuple(summary["lr_grid"]), grid_arms=tuple(summary["grid_arms"]),
+                   select_by=summary["select_by"], seeds=tuple(summary["seeds"]),
+                   seed_arms=tuple(summary["seed_arms"]), secondary=dict(summary["secondary"]),
+                   max_extensions=int(summary["max_extensions"]), maximize=bool(summary.get("maximize", False)),
+                   tag=summary.get("tag", ""),
+                   secondary_seeds={a: tuple(v) for a, v in summary.get("secondary_seeds", {}).items()},
+                   require=(req["key"], float(req["min"])) if req else None)
+
     def seeds_of(self, arm: str) -> tuple[int, ...]:
         """The seeds a secondary arm runs with."""
         if arm in self.seed_arms:
