@@ -21,7 +21,7 @@ SMALL = Path(__file__).resolve().parents[1] / "configs" / "small.yaml"
 
 def _val(arm: str, lr: float) -> float:
     """The fake selection metric: the baseline keeps improving with the LR (best at the top edge even after
-    the extension: not bracketed); C-GAN is best at 4e-4, the top edge of the base grid, and worse at the
+    the last extension: not bracketed); C-GAN is best at 4e-4, the top edge of the base grid, and worse at the
     extension 8e-4 (bracketed after one extension)."""
     if arm == "baseline":
         return 0.3 - 100 * lr
@@ -35,7 +35,7 @@ def _fake_run_one(calls: list[str]):
         v = _val(spec.arm, spec.lr)
         better = 0.01 * (spec.arm != "baseline")
         return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag,
-                "val_gt_l1": v, "val_age_acc": 0.8, "gt_l1": v - better + 0.001 * spec.seed,
+                "val_gt_l1": v, "val_age_acc": 0.8, "gt_l1": 0.1 - better + 0.001 * spec.seed,
                 "param_mae": 0.2 - better, "age_acc": 0.8 + 0.001 * spec.seed, "verif_auc_aug": 0.9,
                 "verif_auc_none": 0.85, "floors": [floor_check("age_group_classifier_acc", 0.9, 0.85)],
                 "curve": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.9}], "train_seconds": 1.0,
@@ -77,23 +77,27 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     out = tmp_path / "small"
     rp.run_reproduce("small", out_dir=str(out))
     t = rp.PLANS["small"].tag
-    # 6 grid runs + one extension each (8e-4: both bests sit at the top edge) + seeds 1, 2 of both grid arms at
-    # their chosen LRs + cgan_noneg once at C-GAN's
-    assert len(calls) == len(set(calls)) == 6 + 2 + 4 + 1
-    assert f"baseline_{t}_lr0.0008_s0" in calls and f"cgan_{t}_lr0.0008_s0" in calls
-    assert {f"baseline_{t}_lr0.0008_s2", f"cgan_{t}_lr0.0004_s2", f"cgan_noneg_{t}_lr0.0004_s0"} <= set(calls)
-    assert not any("lr0.0016" in c or ("cgan_noneg" in c and "_s1" in c) for c in calls)
+    # 6 grid runs + extensions (both bests sit at the top edge; the baseline stays there through all
+    # max_extensions = 3, C-GAN is bracketed after one) + seeds 1, 2 of both grid arms at their chosen LRs +
+    # cgan_noneg once at C-GAN's
+    assert rp.PLANS["small"].max_extensions == 3
+    assert len(calls) == len(set(calls)) == 6 + 3 + 1 + 4 + 1
+    assert {f"baseline_{t}_lr{lr}_s0" for lr in ("0.0008", "0.0016", "0.0032")} | {f"cgan_{t}_lr0.0008_s0"} <= set(calls)
+    assert {f"baseline_{t}_lr0.0032_s2", f"cgan_{t}_lr0.0004_s2", f"cgan_noneg_{t}_lr0.0004_s0"} <= set(calls)
+    assert not any("lr0.0064" in c or "cgan_st3000_lr0.0016" in c or ("cgan_noneg" in c and "_s1" in c)
+                   for c in calls)
     res = load_results(out / "results.json")
     plan = res["protocol"]["plan"]
-    assert plan["chosen_lrs"] == {"baseline": 8e-4, "cgan": 4e-4, "cgan_noneg": 4e-4}
+    assert plan["chosen_lrs"] == {"baseline": 3.2e-3, "cgan": 4e-4, "cgan_noneg": 4e-4}
     assert plan["bracketed"] == {"baseline": False, "cgan": True}
     lt = res["tables"]["lr_grid"]
     assert "bracketed (best LR strictly inside the LRs tried): baseline no, cgan yes" in lt["caption"]
-    assert [r[0] for r in lt["rows"]] == ["0.0001", "0.0002", "0.0004", "0.0008 (extension)"]
-    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][3][1].endswith("◀ chosen")
+    assert [r[0] for r in lt["rows"]] == ["0.0001", "0.0002", "0.0004", "0.0008 (extension)",
+                                          "0.0016 (extension)", "0.0032 (extension)"]
+    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][5][1].endswith("◀ chosen")
     # each arm at its own chosen LR: three seeds of the grid arms, one of the secondary
     rows = {r[0]: r for r in res["tables"]["main"]["rows"]}
-    assert [(r[1], r[2]) for r in rows.values()] == [("0.0008", 3), ("0.0004", 3), ("0.0004", 1)]
+    assert [(r[1], r[2]) for r in rows.values()] == [("0.0032", 3), ("0.0004", 3), ("0.0004", 1)]
     assert {c["status"] for c in res["claims"]} <= set(STATUSES)
     assert next(c for c in res["claims"] if c["id"] == "gt_error")["status"] == "reproduced"
     # interrupted after the grid: resuming runs exactly the missing runs, never a finished one
@@ -106,7 +110,7 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     assert sorted(calls) == sorted(set(first) - keep)
     calls.clear()
     rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
-    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 13
+    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 15
 
     # the plan's wall time adds up over its three invocations (wall_time.json), the first from scratch
     inv = json.loads((out / "wall_time.json").read_text())["invocations"]

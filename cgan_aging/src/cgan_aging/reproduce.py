@@ -58,10 +58,13 @@ PLANS = {
     "smoke": Group(name="", lr_grid=(1e-4, 2e-4), grid_arms=("baseline", "cgan"), select_by=SELECT_BY,
                    seeds=(0,), seed_arms=("baseline", "cgan"), secondary={"cgan_noneg": "cgan"},
                    max_extensions=0, tag="st6", require=REQUIRE),
-    # sized in configs/small.yaml and the README ("The small reproduction"): 11 runs, at most 13
+    # sized in configs/small.yaml and the README ("The small reproduction"): 11 runs, at most 17.
+    # max_extensions was 1 when the run started; raised to 3 during it, when the baseline's one extension (8e-4)
+    # was again its best LR (val_gt_l1 0.0916 / 0.0718 / 0.0625 at 2e-4 / 4e-4 / 8e-4): rule 2 of a judgeable
+    # reproduction asks for the grid to be extended until the optimum is bracketed. The change only adds runs.
     "small": Group(name="", lr_grid=(1e-4, 2e-4, 4e-4), grid_arms=("baseline", "cgan"), select_by=SELECT_BY,
                    seeds=(0, 1, 2), seed_arms=("baseline", "cgan"), secondary={"cgan_noneg": "cgan"},
-                   max_extensions=1, tag="st3000", require=REQUIRE),
+                   max_extensions=3, tag="st3000", require=REQUIRE),
 }
 
 
