@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 
@@ -19,6 +18,7 @@ from reprokit.plan import (
     run_plan_timed,
     trained,
 )
+from reprokit.testing import NamedJob, named_record  # noqa: E402
 from reprokit.testing import parabola_record as fake_record  # noqa: E402
 
 
@@ -241,48 +241,27 @@ def test_run_jobs_with_a_planner_and_workers_stops_submitting_after_ctrl_c(tmp_p
     from reprokit.plan import run_planner_timed
 
     log = tmp_path / "runs.jsonl"
-    records, wall = run_planner_timed(_chain_planner, "t1", log, _chain_run, out=tmp_path, t_start=0.0)
+    records, wall = run_planner_timed(_chain_planner, "t1", log, named_record, out=tmp_path, t_start=0.0)
     assert [r["run"] for r in records] == [f"j{i}" for i in range(6)]  # each job planned only after the last one
     log.unlink()
     with pytest.raises(KeyboardInterrupt):
-        run_planner_timed(_wide_planner, "t2", log, _stop_at_j2, out=tmp_path, t_start=0.0, workers=2)
+        run_planner_timed(_wide_planner, "t2", log, named_record, out=tmp_path, t_start=0.0, workers=2)
     done = [json.loads(x)["run"] for x in log.read_text().splitlines()]
-    assert "j2" not in done and len(done) <= 3, done  # the in-flight ones at most, not the 7 left
+    assert "stop2" not in done and len(done) <= 3, done  # the in-flight ones at most, not the 7 left
     inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]
     assert inv[-1]["tag"] == "t2" and inv[-1]["interrupted"] and inv[-1]["runs_recorded"] == len(done)
 
 
-@dataclass(frozen=True)
-class _NamedJob:
-    name: str
+def _chain_planner(records: list[dict]) -> list[NamedJob]:
+    return [NamedJob(f"j{i}") for i in range(min(len(records) + 1, 6))]
 
 
-def _chain_planner(records: list[dict]) -> list[_NamedJob]:
-    return [_NamedJob(f"j{i}") for i in range(min(len(records) + 1, 6))]
+def _wide_planner(records: list[dict]) -> list[NamedJob]:
+    return [NamedJob("stop2" if i == 2 else f"j{i}") for i in range(10)]
 
 
-def _wide_planner(records: list[dict]) -> list[_NamedJob]:
-    return [_NamedJob(f"j{i}") for i in range(10)]
-
-
-def _chain_run(job: _NamedJob) -> dict:
-    return {"run": job.name}
-
-
-def _stop_at_j2(job: _NamedJob) -> dict:
-    import time
-
-    if job.name == "j2":
-        raise KeyboardInterrupt
-    time.sleep(0.2)
-    return {"run": job.name}
-
-
-def _sleep_long(job: _NamedJob) -> dict:
-    import time
-
-    time.sleep(60)
-    return {"run": job.name}
+def _long_planner(records: list[dict]) -> list[NamedJob]:
+    return [NamedJob(f"long{i}") for i in range(10)]
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
@@ -302,19 +281,21 @@ def test_a_stopped_plan_ends_its_workers_at_once_and_records_the_invocation(tmp_
         raise RuntimeError("SIGTERM reached the caller's handler: the plan did not turn it into a stop")
 
     sig = signal.SIGINT if how == "ctrl-c" else signal.SIGTERM
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C raises KeyboardInterrupt here
+    # Ctrl-C as an interactive Python sees it (a background job, as in CI, starts with SIGINT ignored)
+    former_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     former = signal.signal(signal.SIGTERM, caller_handler)
     timer = threading.Timer(8.0, os.kill, (os.getpid(), sig))  # after the two spawned workers have started their runs
     t0 = time.time()
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_planner_timed(_wide_planner, "t3", tmp_path / "runs.jsonl", _sleep_long, out=tmp_path, t_start=t0,
-                              workers=2)
+            run_planner_timed(_long_planner, "t3", tmp_path / "runs.jsonl", named_record, out=tmp_path,
+                              t_start=t0, workers=2)
         assert signal.getsignal(signal.SIGTERM) is caller_handler
     finally:
         timer.cancel()
         signal.signal(signal.SIGTERM, former)
+        signal.signal(signal.SIGINT, former_int)
     assert time.time() - t0 < 40, "the stop waited for the runs in flight"
     assert not multiprocessing.active_children()
     inv = json.loads((tmp_path / "wall_time.json").read_text())["invocations"]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,26 @@ def parabola_record(job: Any) -> dict:
     if job.arm == "diverge" and job.lr >= 4e-3:
         raise FloatingPointError(f"non-finite loss nan at step 7 (lr {job.lr:g})")
     return {"run": job.name, "arm": job.arm, "lr": job.lr, "seed": job.seed, "val_loss": loss}
+
+
+@dataclass(frozen=True)
+class NamedJob:
+    """A job that is only its name, for the tests of ``reprokit.plan.run_jobs(planner=...)``."""
+
+    name: str
+
+
+def named_record(job: Any) -> dict:
+    """A fake run for those tests (module-level, so worker processes can unpickle it; a test module's own function
+    is not importable in a spawned worker when pytest runs as a console script). By the job's name: ``stop...``
+    raises KeyboardInterrupt (a worker hit by Ctrl-C), ``long...`` sleeps 60 s (a run still in flight when the
+    plan is stopped), any other sleeps 0.2 s. Returns ``{"run": name}``."""
+    import time
+
+    if job.name.startswith("stop"):
+        raise KeyboardInterrupt
+    time.sleep(60.0 if job.name.startswith("long") else 0.2)
+    return {"run": job.name}
 
 
 def check_stopped_reproduction_wall_time(reproduce_module: Any, fake_run_one: Any, calls: list, out_dir: str | Path,
