@@ -422,8 +422,12 @@ def _read(log: Path) -> list[dict]:
 
 def plan_runs_done(group: Group, log: str | Path) -> int:
     """How many of ``group``'s planned runs ``log`` (a runs.jsonl) already holds."""
+    return _planned_runs_done(lambda recs: planned_jobs([group], recs), log)
+
+
+def _planned_runs_done(planner: Callable[[list[dict]], list], log: str | Path) -> int:
     recs = _read(Path(log))
-    return len({j.name for j in planned_jobs([group], recs)} & {r["run"] for r in recs})
+    return len({j.name for j in planner(recs)} & {r["run"] for r in recs})
 
 
 @contextlib.contextmanager
@@ -467,16 +471,12 @@ def run_planner_timed(planner: Callable[[list[dict]], list], tag: str, log: str 
 
     from .results import record_wall_time
 
-    def n_done() -> int:
-        recs = _read(Path(log))
-        return len({j.name for j in planner(recs)} & {r["run"] for r in recs})
-
-    from_scratch = n_done() == 0
+    from_scratch = _planned_runs_done(planner, log) == 0
     try:
         with _sigterm_stops():
             records = run_jobs([], log, run_fn, workers=workers, planner=planner, **run_kw)
     except BaseException:
-        record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=n_done(),
+        record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=_planned_runs_done(planner, log),
                          from_scratch=from_scratch, keep=keep, interrupted=True)
         raise
     return records, record_wall_time(out, time.time() - t_start, tag=tag, runs_recorded=len(records),
