@@ -130,3 +130,5 @@ def test_cli_sample_and_evaluate_read_the_run(tmp_path):
                  "eval.evaluator_epochs=1", "eval.tracer_epochs=1"]) == 0
     res = json.loads((tmp_path / "eval.json").read_text())
     assert res["step"] == 1 and res["n_translations"] == 24
+    # the LR-selection metrics on the validation identities, as reproduce records them (so a probe is one command)
+    assert {"val_cf_l1", "val_target_acc", "n_val_sources"} <= set(res)

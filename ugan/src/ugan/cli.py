@@ -35,11 +35,16 @@ def _run_dir(args) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, train_evaluators, validate
     from .train import load_run
 
     run = load_run(_run_dir(args), list(args.overrides))
-    res = evaluate(run, run.cfg, grid_path=run.path / "grid.png")
+    if run.cfg.data.source == "procface":   # the test metrics and the LR-selection metrics, as reproduce records them
+        ev = train_evaluators(run.cfg)
+        res = {**evaluate(run, run.cfg, grid_path=run.path / "grid.png", evaluators=ev),
+               **validate(run, run.cfg, evaluators=ev)}
+    else:
+        res = evaluate(run, run.cfg, grid_path=run.path / "grid.png")
     res["step"] = run.step
     (run.path / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))
