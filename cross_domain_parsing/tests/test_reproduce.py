@@ -82,6 +82,20 @@ def test_grid_extends_until_bracketed(tmp_path, monkeypatch, peak, tried, chosen
     assert sum("(extension)" in r[0] for r in t["rows"]) == len(tried) - 3
 
 
+def test_fine_tuning_runs_go_first_once_the_lr_is_decided(tmp_path, monkeypatch):
+    """They need the source-only seed-0 checkpoint in runs/ (not committed): run right after the grid, a long
+    reproduction resumed elsewhere never depends on it. Same run set, only the order changes."""
+    calls: list = []
+    monkeypatch.setattr(rp, "run_one", _fake(calls, 1e-3))          # bracketed at once: 3 grid runs
+    rp.run_reproduce("small", out_dir=str(tmp_path))
+    names = _names(calls)
+    assert all(n.startswith("source_only") for n in names[:3])
+    assert all(n.startswith("ft") for n in names[3:15]) and not any(n.startswith("ft") for n in names[15:])
+    g = rp.PLANS["small"]["group"]
+    recs = read_jsonl(tmp_path / "runs.jsonl")
+    assert sorted(j.name for j in rp.ft_first(g, recs)) == sorted(j.name for j in rp.planned_jobs([g], recs))
+
+
 def test_chosen_lr_flows_into_every_arm(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setattr(rp, "run_one", _fake(calls, 2e-3 * 1.2))   # best of the grid: 2e-3 (interior after 1 ext.)

@@ -15,7 +15,7 @@ the scale and the finished records -- one :class:`reprokit.plan.Group`:
 2. the further source-only seeds and the 3 seeds of ``full`` on every target, at the chosen LR;
 3. the 1-seed arms (feature, label, output-space, oracle, fine-tuning; ``SMALL_ONE_SEED``) at the chosen
    LR; the fine-tuning runs start from the source-only seed-0 run *at the chosen LR* (a grid run,
-   finished by the time the LR is decided).
+   finished by the time the LR is decided), so they are run first once the LR is decided (:func:`ft_first`).
 
 Every adapted arm, the oracle and the fine-tuning runs use the chosen parser LR (``train.lr``); the
 adversarial / C / D rates (``adapt.*_lr``) stay at ``configs/<scale>.yaml``'s values. The main arm has no
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 from reprokit.config import ConfigError, load_config
-from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_plan_timed, trained
+from reprokit.plan import Group, Job, bracketed, chosen_lrs, planned_jobs, run_planner_timed, trained
 from reprokit.runs import read_jsonl
 
 from .config import TARGETS, Cfg
@@ -128,6 +128,17 @@ def run_one(cfg_path: str, job: Job, run_dir: str, overrides: list[str]) -> dict
             "curve": curve, "eval_curve": eval_curve}
 
 
+def ft_first(group: Group, records: list[dict]) -> list[Job]:
+    """The plan's jobs (``planned_jobs``, the same set), with the fine-tuning runs moved to the front.
+
+    A fine-tuning run starts from the checkpoint of the source-only seed-0 run at the chosen LR, which lives in
+    ``runs/`` (machine-local, never committed). Run right after the LR is decided (a few minutes of cheap
+    runs), they no longer depend on that folder still existing when a long reproduction is resumed in a later
+    session or on another machine; resuming after they finished needs no checkpoint at all."""
+    jobs = planned_jobs([group], records)
+    return sorted(jobs, key=lambda j: not split_arm(j.arm)[0].startswith("ft"))   # stable: the rest keep their order
+
+
 def _run_job(cfg_path: str, runs_dir: str, ft_steps: int, group: Group, job: Job) -> dict:
     """Module level (picklable for the worker processes): the job's overrides, its folder, ``run_one``."""
     ov = spec_overrides(job, Path(runs_dir), ft_steps, group)
@@ -173,8 +184,8 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
             if d.is_dir():
                 shutil.rmtree(d)
     runner = functools.partial(_run_job, str(cfg_path), str(runs_dir), ft_steps, group)
-    records, wall = run_plan_timed(group, log, runner, out=out, t_start=t_start, workers=workers,
-                                   keep=scale != "smoke")
+    records, wall = run_planner_timed(functools.partial(ft_first, group), group.tag, log, runner, out=out,
+                                      t_start=t_start, workers=workers, keep=scale != "smoke")
     plan = plan_summary(group, records)
     return write_report(scale, out, runs_dir, records, plan, base, wall_time_s=wall,
                         render=scale == "small" and out_dir is None)
