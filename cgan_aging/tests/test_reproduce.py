@@ -178,3 +178,28 @@ def test_a_stopped_reproduction_still_records_its_wall_time(tmp_path, monkeypatc
     resumed invocation adds its own; results.json's wall time is their sum."""
     calls: list = []
     check_stopped_reproduction_wall_time(rp, _fake_run_one(calls), calls, tmp_path, monkeypatch)
+
+
+def test_committed_small_results_are_rebuilt_from_runs_jsonl(tmp_path):
+    """The committed results.json is what report.py makes of runs.jsonl under the plan and config it stores:
+    every committed record is a run of that plan, the plan is complete, and the tables, floors and claims are
+    rebuilt exactly (nothing typed by hand)."""
+    from cgan_aging.config import Cfg
+    from cgan_aging.report import write_report
+    from reprokit.config import from_dict
+    from reprokit.plan import Group, planned_jobs
+
+    small = rp.MEMBER / "results" / "small"
+    res = load_results(small / "results.json")
+    group = Group.from_summary(res["protocol"]["plan"])
+    records = read_jsonl(small / "runs.jsonl")
+    planned = sorted(j.name for j in planned_jobs([group], records))
+    assert sorted(r["run"] for r in records) == planned and len(planned) == 17
+    assert res["protocol"]["planned_runs"] == [j.name for j in planned_jobs([group], records)]
+    path = write_report("small", tmp_path, tmp_path / "runs", records, rp.plan_summary(group, records),
+                        from_dict(Cfg, res["config"]), wall_time_s=res["wall_time_s"], render=False)
+    new = load_results(path)
+    for key in ("arms", "tables", "claims", "floors", "seeds", "config", "wall_time_s"):
+        assert new[key] == res[key], key
+    # both grids bracketed, every floor met (the baseline's target-group accuracy 0.777 >= 0.70)
+    assert all(res["protocol"]["plan"]["bracketed"].values()) and all(f["ok"] for f in res["floors"])

@@ -66,9 +66,11 @@ def _ms(vals) -> str:
 def _floors(recs: list[dict]) -> list[dict]:
     base = [r for r in recs if r["arm"] == "baseline"]
     acc = [r["age_acc"] for r in base if _finite(r.get("age_acc"))]
-    out = [floor_check("baseline_target_group_acc", statistics.fmean(acc) if acc else None, BASELINE_AGE_ACC_FLOOR)]
+    seeds = f"{len(acc)} seed{'s' if len(acc) != 1 else ''}"
+    out = [{**floor_check("baseline_target_group_acc", statistics.fmean(acc) if acc else None, BASELINE_AGE_ACC_FLOOR),
+            "arm": f"{TITLES['baseline']}, mean of {seeds}"}]
     for r in recs[:1]:   # the frozen evaluators' own floors (same evaluators for every run)
-        out += r.get("floors", [])
+        out += [{**f, "arm": "frozen evaluators"} for f in r.get("floors", [])]
     return out
 
 
