@@ -130,3 +130,17 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     run = load_run(tmp_path / "race_lr0.001_s1") if (tmp_path / "race_lr0.001_s1").is_dir() else \
         load_run(tmp_path / "race_lr0.002_s1")
     assert run.cfg.train.seed == 1 and run.step == run.cfg.train.steps
+
+
+def test_plan_tag_must_match_the_config_budget(monkeypatch, tmp_path):
+    """Raising train.steps without the plan's tag would silently reuse the finished runs of the old budget."""
+    from reprokit.config import ConfigError
+    from reprokit.plan import Group
+
+    calls: list[str] = []
+    monkeypatch.setattr(rp, "run_one", _fake_run_one(calls))
+    monkeypatch.setitem(rp.PLANS, "small", Group(name="", lr_grid=(1e-3,), grid_arms=("dense",),
+                                                 select_by="val_loss", tag="st6400"))
+    with pytest.raises(ConfigError, match="st6400"):
+        rp.run_reproduce("small", out_dir=str(tmp_path / "small"))
+    assert calls == [] and not (tmp_path / "small" / "runs.jsonl").exists()
