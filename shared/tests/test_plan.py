@@ -313,3 +313,14 @@ def test_a_group_is_rebuilt_from_its_stored_summary(kw) -> None:
     back = Group.from_summary(stored)
     assert back == g
     assert [j.name for j in planned_jobs([back], recs)] == [j.name for j in planned_jobs([g], recs)]
+
+
+def test_check_budget_refuses_a_tag_that_does_not_name_the_steps():
+    from reprokit.config import ConfigError
+
+    g = Group(name="", lr_grid=(1e-3,), grid_arms=("a",), select_by="val", tag="st2000")
+    g.check_budget(2000, "small.yaml")                                  # matches: nothing raised
+    with pytest.raises(ConfigError, match=r"'st2000'.*small.yaml.*train.steps=4000"):
+        g.check_budget(4000, "small.yaml")
+    Group(name="", lr_grid=(1e-3,), grid_arms=("a",), select_by="val", tag="it1500").check_budget(1500, "x", prefix="it")
+    Group(name="", lr_grid=(1e-3,), grid_arms=("a",), select_by="val").check_budget(7, "x")   # untagged: not checked

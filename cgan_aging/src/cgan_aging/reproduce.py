@@ -119,8 +119,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     cfg_path = MEMBER / "configs" / f"{scale}.yaml"
     base = load_config(Cfg, str(cfg_path), [])
     group = PLANS[scale]
-    if group.tag != f"st{base.train.steps}":
-        raise ConfigError(f"plan {scale!r} is tagged {group.tag!r} but {cfg_path} has train.steps={base.train.steps}")
+    group.check_budget(base.train.steps, str(cfg_path))
     if out_dir is not None:
         out = runs_dir = Path(out_dir)
     elif scale == "small":

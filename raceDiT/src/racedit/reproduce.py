@@ -145,9 +145,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
             if d.is_dir():
                 shutil.rmtree(d)
     group = PLANS[scale]
-    if group.tag and group.tag != f"st{base.train.steps}":   # else finished runs of another budget would be reused
-        raise ConfigError(f"plan {scale!r} is tagged {group.tag!r} but {cfg_path} has train.steps={base.train.steps}: "
-                          f"change the tag in PLANS[{scale!r}] with the steps")
+    group.check_budget(base.train.steps, str(cfg_path))
     before = {r["run"] for r in read_jsonl(log)} if log.is_file() else set()
     from_scratch = not before & {j.name for j in planned_jobs([group], read_jsonl(log) if log.is_file() else [])}
     records = run_jobs([group], log, _job_runner(str(cfg_path), str(runs_dir)), workers=workers)

@@ -39,6 +39,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from .config import ConfigError
+
 __all__ = ["Job", "Group", "run_name", "lr_decision", "bracketed", "chosen_lrs", "planned_jobs",
            "selection_rule", "run_jobs", "run_plan_timed", "run_planner_timed", "plan_runs_done",
            "one_torch_thread", "diverged_record", "is_diverged", "trained"]
@@ -113,6 +115,14 @@ class Group:
                    tag=summary.get("tag", ""),
                    secondary_seeds={a: tuple(v) for a, v in summary.get("secondary_seeds", {}).items()},
                    require=(req["key"], float(req["min"])) if req else None)
+
+    def check_budget(self, steps: int, where: str, prefix: str = "st") -> None:
+        """Refuse a plan whose budget tag does not name the config's step count (``st2000`` for 2000 steps):
+        otherwise raising the steps alone would silently reuse the finished runs of the old budget. A group
+        without a tag is not checked."""
+        if self.tag and self.tag != f"{prefix}{steps}":
+            raise ConfigError(f"plan {self.name or 'group'!r} is tagged {self.tag!r} but {where} has "
+                              f"train.steps={steps}: change the tag with the steps")
 
     def seeds_of(self, arm: str) -> tuple[int, ...]:
         """The seeds a secondary arm runs with."""

@@ -35,16 +35,13 @@ def _run_dir(args) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate, train_evaluators, validate
+    from .evaluate import evaluate, evaluate_with_validation
     from .train import load_run
 
     run = load_run(_run_dir(args), list(args.overrides))
-    if run.cfg.data.source == "procface":   # the test metrics and the LR-selection metrics, as reproduce records them
-        ev = train_evaluators(run.cfg)
-        res = {**evaluate(run, run.cfg, grid_path=run.path / "grid.png", evaluators=ev),
-               **validate(run, run.cfg, evaluators=ev)}
-    else:
-        res = evaluate(run, run.cfg, grid_path=run.path / "grid.png")
+    # ProcFace: the test metrics and the LR-selection metrics, as reproduce records them; user data: evaluate_real
+    metrics = evaluate_with_validation if run.cfg.data.source == "procface" else evaluate
+    res = metrics(run, run.cfg, grid_path=run.path / "grid.png")
     res["step"] = run.step
     (run.path / "eval.json").write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps(res, indent=1))

@@ -217,6 +217,13 @@ def _translate_all(run, x: torch.Tensor, dom: torch.Tensor, K: int, bs: int):
     return src, tgt, fake, rec
 
 
+def evaluate_with_validation(run, cfg: Cfg, grid_path=None, evaluators: dict | None = None) -> dict:
+    """A ProcFace run's test metrics (:func:`evaluate`) and LR-selection metrics (:func:`validate`) with one set
+    of frozen evaluators: what ``reproduce`` records per run and ``ugan evaluate`` writes."""
+    ev = evaluators or train_evaluators(cfg)
+    return {**evaluate(run, cfg, grid_path=grid_path, evaluators=ev), **validate(run, cfg, evaluators=ev)}
+
+
 def evaluate_real(run, cfg: Cfg) -> dict:
     """User data (folder / CelebA): no counterfactuals and no marks, so tracer accuracy, target accuracy
     (a domain classifier trained on the even-indexed images, floor-checked on the odd ones), FID*/KID*

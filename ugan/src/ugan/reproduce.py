@@ -80,7 +80,7 @@ def run_one(cfg_path: str, spec: Job, run_dir: str) -> dict:
     """Train one run, reload it from its folder and evaluate it; returns its runs.jsonl record."""
     from reprokit.config import to_dict
 
-    from .evaluate import evaluate, train_evaluators, validate
+    from .evaluate import evaluate_with_validation, train_evaluators
     from .train import load_run, train
 
     run_dir = Path(run_dir)
@@ -91,13 +91,12 @@ def run_one(cfg_path: str, spec: Job, run_dir: str) -> dict:
     key = json.dumps([to_dict(run.cfg)["eval"], to_dict(run.cfg)["model"], to_dict(run.cfg)["data"]], sort_keys=True)
     if key not in _EVALUATORS:
         _EVALUATORS[key] = train_evaluators(run.cfg)
-    ev = evaluate(run, run.cfg, grid_path=run_dir / "grid.png", evaluators=_EVALUATORS[key])
-    val = validate(run, run.cfg, evaluators=_EVALUATORS[key])
+    ev = evaluate_with_validation(run, run.cfg, grid_path=run_dir / "grid.png", evaluators=_EVALUATORS[key])
     # a resumed run re-logs the steps it redid: the last record of a step counts
     curve = sorted({r["step"]: {"step": r["step"], "loss": r["loss"], "d_loss": r.get("d_loss")}
                     for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("split") == "train"}.values(),
                    key=lambda r: r["step"])
-    return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag, **ev, **val,
+    return {"run": spec.name, "arm": spec.arm, "lr": spec.lr, "seed": spec.seed, "tag": spec.tag, **ev,
             "final_g_loss": final.get("loss"), "train_seconds": final["train_seconds"],
             "eval_seconds": round(time.time() - t0, 1), "steps": cfg.train.steps, "curve": curve}
 
@@ -126,8 +125,7 @@ def run_reproduce(scale: str, out_dir: str | None = None, workers: int = 1) -> P
     cfg_path = MEMBER / "configs" / f"{scale}.yaml"
     base = load_config(Cfg, str(cfg_path), [])
     group = PLANS[scale]
-    if group.tag != f"st{base.train.steps}":
-        raise ConfigError(f"plan {scale!r} is tagged {group.tag!r} but {cfg_path} has train.steps={base.train.steps}")
+    group.check_budget(base.train.steps, str(cfg_path))
     if out_dir is not None:
         out = runs_dir = Path(out_dir)
     elif scale == "small":
