@@ -23,7 +23,8 @@ def test_reference_matches_instance_norm_forward_backward(relu, skip):
     with torch.no_grad():
         ref.weight.uniform_(0.5, 1.5)
         ref.bias.uniform_(-0.5, 0.5)
-    ours = INAct(5, track=True, relu=relu, impl="torch")
+    # model.eval_norm=running: eval reads the running statistics, as nn.InstanceNorm2d(track_running_stats=True)
+    ours = INAct(5, track=True, relu=relu, impl="torch", eval_stats="running")
     ours.load_state_dict(ref.state_dict())
     y_ref = ref(x)
     y_ref = F.relu(y_ref) if relu else y_ref
@@ -43,6 +44,12 @@ def test_reference_matches_instance_norm_forward_backward(relu, skip):
     y2 = ours(x)
     y2_ref = F.relu(ref(x)) if relu else ref(x)
     assert torch.allclose(y2, y2_ref, atol=1e-6)
+    # the default, eval_norm=instance: eval normalises each image with its own statistics (train-mode output)
+    inst = INAct(5, track=True, relu=relu, impl="torch")
+    inst.load_state_dict(ours.state_dict())
+    inst.eval()
+    y3 = inst(x, skip=s if skip else None)
+    assert torch.allclose(y3, y, atol=1e-6) and not torch.allclose(y3[:, :, :2], (y2 + s if skip else y2)[:, :, :2])
 
 
 def test_without_running_stats_eval_uses_instance_statistics():

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reprokit.config import load_config
+from reprokit.config import ConfigError, load_config
 from ugan.config import Cfg
 from ugan.gan import Prototypes, d_loss, g_loss, trace_mask
 from ugan.model import Discriminator, Generator, gradient_penalty
@@ -32,21 +32,27 @@ def test_shapes():
     assert G.in_in.track_running_stats and not _cfg("model.track_running_stats=false").model.track_running_stats
 
 
-def test_running_stats_switch_changes_eval_outputs():
+def test_eval_norm_instance_is_the_train_mode_forward_and_running_reads_the_buffers():
+    # the public code's test() never calls G.eval(): inference normalises with each image's statistics
     torch.manual_seed(0)
-    cfg = _cfg()
-    G = Generator(cfg)
     x, c = torch.randn(4, 3, 8, 8), torch.eye(3)[[0, 1, 2, 0]]
+    G = Generator(_cfg())
+    assert _cfg().model.eval_norm == "instance"
     G.train()
-    G(x, c)
+    G(x, c)                                        # one training forward: the running buffers move
     assert G.in_in.running_mean.abs().sum() > 0
-    G.eval()
-    a = G(x, c)
-    G.in_in.track_running_stats = False           # per-image statistics in eval
-    for m in G.modules():
-        if isinstance(m, torch.nn.InstanceNorm2d):
-            m.track_running_stats = False
-    assert not torch.allclose(a, G(x, c))
+    R = Generator(_cfg("model.eval_norm=running"))
+    R.load_state_dict(G.state_dict())              # same buffers and parameters under both settings
+    G.eval(), R.eval()
+    buf = G.in_in.running_mean.clone()
+    a, r = G(x, c), R(x, c)
+    G.train()
+    t = G(x, c)
+    assert torch.allclose(a, t, atol=1e-6)         # instance: eval == train-mode forward
+    assert not torch.allclose(a, r, atol=1e-3)     # running: the running estimates, a different output
+    assert torch.equal(R.in_in.running_mean, buf)  # eval never writes the buffers
+    with pytest.raises(ConfigError, match="eval_norm"):
+        _cfg("model.eval_norm=batch")
 
 
 def test_gradient_penalty_matches_hand_computation():

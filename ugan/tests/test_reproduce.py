@@ -24,8 +24,8 @@ SMALL = Path(__file__).resolve().parents[1] / "configs" / "small.yaml"
 
 
 def _val(arm: str, lr: float) -> float:
-    """The fake selection metric: StarGAN keeps improving with the LR (best at the top edge even after the
-    extension: not bracketed); UGAN v2 is best at 2e-4, the top edge of the base grid, and worse at the
+    """The fake selection metric: StarGAN keeps improving with the LR (best at the top edge even after both
+    extensions: not bracketed); UGAN v2 is best at 2e-4, the top edge of the base grid, and worse at the
     extension 4e-4 (bracketed after one extension)."""
     if arm == "stargan":
         return 0.3 - 100 * lr
@@ -58,7 +58,7 @@ def test_run_names_and_overrides_carry_every_varying_key():
     base = load_config(rp.Cfg, str(SMALL), [])
     assert base.train.lr == base.train.d_lr and sorted(g.lr_grid) == [base.train.lr / 2, base.train.lr,
                                                                         base.train.lr * 2]
-    assert g.max_extensions == 1 and tuple(g.seeds) == (0, 1, 2) and "ugan_v1" in g.seed_arms
+    assert g.max_extensions == 2 and tuple(g.seeds) == (0, 1, 2) and "ugan_v1" in g.seed_arms
 
 
 def test_lr_choice_requires_the_target_floor_on_validation():
@@ -84,24 +84,24 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     out = tmp_path / "small"
     rp.run_reproduce("small", out_dir=str(out))
     t = rp.PLANS["small"].tag
-    # 6 grid runs + one extension each (4e-4: both bests sit at the top edge) + seeds 1, 2 of both grid arms at
-    # their chosen LRs + UGAN v1 with 3 seeds at UGAN v2's
-    assert len(calls) == len(set(calls)) == 6 + 2 + 4 + 3
-    assert f"stargan_{t}_lr0.0004_s0" in calls and f"ugan_v2_{t}_lr0.0004_s0" in calls
-    assert {f"stargan_{t}_lr0.0004_s2", f"ugan_v2_{t}_lr0.0002_s2", f"ugan_v1_{t}_lr0.0002_s0",
+    # 6 grid runs + extensions (4e-4 for both: their bests sit at the top edge; StarGAN's is still there, so
+    # 8e-4, its second and last) + seeds 1, 2 of both grid arms at their chosen LRs + UGAN v1 with 3 seeds
+    assert len(calls) == len(set(calls)) == 6 + 3 + 4 + 3
+    assert {f"stargan_{t}_lr0.0004_s0", f"stargan_{t}_lr0.0008_s0", f"ugan_v2_{t}_lr0.0004_s0"} <= set(calls)
+    assert {f"stargan_{t}_lr0.0008_s2", f"ugan_v2_{t}_lr0.0002_s2", f"ugan_v1_{t}_lr0.0002_s0",
             f"ugan_v1_{t}_lr0.0002_s2"} <= set(calls)
-    assert not any("lr0.0008" in c or "lr2.5e-05" in c for c in calls)
+    assert not any("lr0.0016" in c or "lr2.5e-05" in c or "ugan_v2_st2000_lr0.0008" in c for c in calls)
     res = load_results(out / "results.json")
     plan = res["protocol"]["plan"]
-    assert plan["chosen_lrs"] == {"stargan": 4e-4, "ugan_v2": 2e-4, "ugan_v1": 2e-4}
+    assert plan["chosen_lrs"] == {"stargan": 8e-4, "ugan_v2": 2e-4, "ugan_v1": 2e-4}
     assert plan["bracketed"] == {"stargan": False, "ugan_v2": True}
     lt = res["tables"]["lr_grid"]
     assert "bracketed (best LR strictly inside the LRs tried): stargan no, ugan_v2 yes" in lt["caption"]
-    assert [r[0] for r in lt["rows"]] == ["5e-05", "0.0001", "0.0002", "0.0004 (extension)"]
-    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][3][1].endswith("◀ chosen")
+    assert [r[0] for r in lt["rows"]] == ["5e-05", "0.0001", "0.0002", "0.0004 (extension)", "0.0008 (extension)"]
+    assert lt["rows"][2][2].endswith("◀ chosen") and lt["rows"][4][1].endswith("◀ chosen")
     # each arm at its own chosen LR, three seeds each
     rows = {r[0]: r for r in res["tables"]["main"]["rows"]}
-    assert [(r[1], r[2]) for r in rows.values()] == [("0.0004", 3), ("0.0002", 3), ("0.0002", 3)]
+    assert [(r[1], r[2]) for r in rows.values()] == [("0.0008", 3), ("0.0002", 3), ("0.0002", 3)]
     assert {c["status"] for c in res["claims"]} <= set(STATUSES)
     # interrupted after the grid: resuming runs exactly the missing runs, never a finished one
     recs = read_jsonl(out / "runs.jsonl")
@@ -113,7 +113,7 @@ def test_plan_extends_at_an_edge_then_seeds_then_secondary_and_resumes(tmp_path,
     assert sorted(calls) == sorted(set(first) - keep)
     calls.clear()
     rp.run_reproduce("small", out_dir=str(out))      # complete: only the report is rebuilt
-    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 15
+    assert calls == [] and len(read_jsonl(out / "runs.jsonl")) == 16
 
     # the plan's wall time adds up over its three invocations (wall_time.json), the first from scratch
     inv = json.loads((out / "wall_time.json").read_text())["invocations"]

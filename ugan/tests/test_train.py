@@ -116,6 +116,11 @@ def test_load_run_and_evaluate(tmp_path):
     assert res["tracer_chance"] == pytest.approx(1 / 3)
     with pytest.raises(CheckpointMismatch, match="model.hidden"):
         load_run(tmp_path, ["model.hidden=4"])
+    # inference-only: the same checkpoint under the other IN inference mode; and a checkpoint whose saved
+    # config predates the key (runs written before model.eval_norm existed) still loads
+    assert load_run(tmp_path, ["model.eval_norm=running"]).G.in_in.eval_stats == "running"
+    from ugan.train import _trained_config
+    assert "eval_norm" not in _trained_config({"model": {"eval_norm": "running", "hidden": 4}})["model"]
     with pytest.raises(ConfigError, match="does not exist"):
         load_run(tmp_path / "nope")
 

@@ -27,9 +27,15 @@ class ModelCfg:
     d_depth: int = 6                 # stride-2 convs of D (StarGAN d_repeat_num); image_size % 2**d_depth == 0
     image_size: int = 128
     num_domains: int = 5             # K (c_dim)
-    # StarGAN's G uses InstanceNorm2d(affine=True, track_running_stats=True): eval mode then normalises
-    # with the running statistics. False = per-image statistics in eval too (StarGAN v2's choice).
+    # StarGAN's G uses InstanceNorm2d(affine=True, track_running_stats=True): the running statistics are
+    # tracked in training. False = no running buffers at all (StarGAN v2's choice).
     track_running_stats: bool = True
+    # What G's IN normalises with at inference (eval mode). "instance": each image's own statistics --
+    # the public StarGAN code's test() never calls G.eval(), so its G runs in train mode and never reads
+    # the running buffers. "running": the running estimates, what G.eval() does with tracked statistics
+    # (StarGAN's first, PyTorch-0.3 release called G.eval() in test). On ProcFace "running" wrecks the
+    # translations: target accuracy 0.63 vs 1.00 for the same checkpoint (results/probes/eval_norm_probes.jsonl).
+    eval_norm: Literal["instance", "running"] = "instance"
     impl: Literal["auto", "triton", "torch"] = "auto"   # G's fused IN+affine+ReLU(+skip) kernel
 
 

@@ -13,7 +13,8 @@ Notation (shapes at the default 128 px, K domains, base width h = model.hidden):
 G (StarGAN, paper Table/appendix "network architecture", public code): 7x7 conv h, IN, ReLU;
 2 x (4x4 stride-2 conv, IN, ReLU) to 4h; ``depth`` residual blocks (3x3 conv, IN, ReLU, 3x3 conv, IN,
 identity skip); 2 x (4x4 stride-2 transposed conv, IN, ReLU); 7x7 conv to 3, tanh. No conv bias,
-zero padding, IN with affine and running statistics (``model.track_running_stats``).
+zero padding, IN with affine and running statistics (``model.track_running_stats``), which inference
+reads only under ``model.eval_norm=running`` (the public code's test path uses per-image statistics).
 
 D (PatchGAN, no normalisation): ``d_depth`` x (4x4 stride-2 conv with bias, LeakyReLU 0.01), width h
 doubling; heads 3x3 conv -> 1 (adv), kernel S/2^n conv -> K (cls) and, UGAN, the same shape -> K
@@ -32,26 +33,35 @@ from .kernels import check_impl, in_affine_act
 
 class INAct(nn.InstanceNorm2d):
     """InstanceNorm2d(affine=True) + optional ReLU + optional residual add, dispatched on ``impl``
-    (same parameters and buffers as ``nn.InstanceNorm2d``, so state dicts match StarGAN's layout)."""
+    (same parameters and buffers as ``nn.InstanceNorm2d``, so state dicts match StarGAN's layout).
 
-    def __init__(self, c: int, track: bool, relu: bool, impl: str = "auto"):
+    ``eval_stats`` (``model.eval_norm``) decides what eval mode normalises with when running statistics
+    are tracked: ``"instance"`` -- each image's own statistics, as the public StarGAN code's ``test()``
+    gets by never calling ``G.eval()`` (the running buffers are updated in training, never read);
+    ``"running"`` -- the running estimates, what ``nn.InstanceNorm2d(track_running_stats=True).eval()``
+    does. Training mode is identical under both."""
+
+    def __init__(self, c: int, track: bool, relu: bool, impl: str = "auto", eval_stats: str = "instance"):
         super().__init__(c, affine=True, track_running_stats=track)
-        self.relu, self.impl = relu, check_impl(impl)
+        if eval_stats not in ("instance", "running"):
+            raise ValueError(f"eval_stats must be 'instance' or 'running', got {eval_stats!r}")
+        self.relu, self.impl, self.eval_stats = relu, check_impl(impl), eval_stats
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        track = self.track_running_stats
-        return in_affine_act(x, self.weight, self.bias, self.running_mean if track else None,
-                             self.running_var if track else None, self.training,
+        # running buffers: updated in training; read in eval only under eval_stats="running"
+        use = self.track_running_stats and (self.training or self.eval_stats == "running")
+        return in_affine_act(x, self.weight, self.bias, self.running_mean if use else None,
+                             self.running_var if use else None, self.training,
                              self.momentum, self.eps, relu=self.relu, skip=skip, impl=self.impl)
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c: int, track: bool, impl: str):
+    def __init__(self, c: int, track: bool, impl: str, eval_stats: str = "instance"):
         super().__init__()
         self.conv1 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.in1 = INAct(c, track, relu=True, impl=impl)
+        self.in1 = INAct(c, track, relu=True, impl=impl, eval_stats=eval_stats)
         self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.in2 = INAct(c, track, relu=False, impl=impl)
+        self.in2 = INAct(c, track, relu=False, impl=impl, eval_stats=eval_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.in2(self.conv2(self.in1(self.conv1(x))), skip=x)
@@ -63,20 +73,20 @@ class Generator(nn.Module):
     def __init__(self, cfg: Cfg, proto_dim: int = 0):
         super().__init__()
         m, u = cfg.model, cfg.ugan
-        h, tr, impl = m.hidden, m.track_running_stats, m.impl
+        h, tr, impl, es = m.hidden, m.track_running_stats, m.impl, m.eval_norm
         self.prototype = u.prototype
         in_ch = 3 + m.num_domains + (3 if u.prototype == "pixel" else 0)
         self.in_channels = in_ch
         self.conv_in = nn.Conv2d(in_ch, h, 7, 1, 3, bias=False)
-        self.in_in = INAct(h, tr, True, impl)
+        self.in_in = INAct(h, tr, True, impl, es)
         self.down = nn.ModuleList()
         self.down_in = nn.ModuleList()
         c = h
         for _ in range(2):
             self.down.append(nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False))
-            self.down_in.append(INAct(2 * c, tr, True, impl))
+            self.down_in.append(INAct(2 * c, tr, True, impl, es))
             c *= 2
-        self.blocks = nn.ModuleList(ResBlock(c, tr, impl) for _ in range(m.depth))
+        self.blocks = nn.ModuleList(ResBlock(c, tr, impl, es) for _ in range(m.depth))
         # feature prototype: FiLM of the bottleneck from f (*inferred* form), zero-initialised = identity
         self.film = nn.Linear(proto_dim, 2 * c) if u.prototype == "feature" else None
         if self.film is not None:
@@ -86,7 +96,7 @@ class Generator(nn.Module):
         self.up_in = nn.ModuleList()
         for _ in range(2):
             self.up.append(nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False))
-            self.up_in.append(INAct(c // 2, tr, True, impl))
+            self.up_in.append(INAct(c // 2, tr, True, impl, es))
             c //= 2
         self.conv_out = nn.Conv2d(c, 3, 7, 1, 3, bias=False)
 
