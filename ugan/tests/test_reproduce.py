@@ -197,3 +197,29 @@ def test_a_stopped_reproduction_still_records_its_wall_time(tmp_path, monkeypatc
     resumed invocation adds its own; results.json's wall time is their sum."""
     calls: list = []
     check_stopped_reproduction_wall_time(rp, _fake_run_one(calls), calls, tmp_path, monkeypatch)
+
+
+def test_committed_small_results_are_rebuilt_from_runs_jsonl(tmp_path):
+    """The committed results.json is what report.py makes of runs.jsonl under the plan and the config it stores:
+    every committed record is a run of that plan, the plan is complete, and the tables, floors and claims are
+    rebuilt exactly (nothing typed by hand)."""
+    from reprokit.config import from_dict
+    from reprokit.plan import planned_jobs
+    from ugan.report import write_report
+
+    small = rp.MEMBER / "results" / "small"
+    res = load_results(small / "results.json")
+    records = read_jsonl(small / "runs.jsonl")
+    group = rp.PLANS["small"]
+    planned = [j.name for j in planned_jobs([group], records)]
+    assert sorted(r["run"] for r in records) == sorted(planned) and len(planned) == 15
+    plan = rp.plan_summary(group, records)
+    path = write_report("small", tmp_path, tmp_path / "runs", records, plan, from_dict(rp.Cfg, res["config"]),
+                        wall_time_s=res["wall_time_s"], render=False)
+    new = load_results(path)
+    for key in ("arms", "tables", "claims", "floors", "seeds", "config", "wall_time_s"):
+        assert new[key] == res[key], key
+    # evaluated the way the public code tests (per-image IN statistics), every floor met, both grids bracketed
+    assert res["config"]["model"]["eval_norm"] == "instance"
+    assert all(f["ok"] for f in res["floors"]) and all(res["protocol"]["plan"]["bracketed"].values())
+    assert [c["status"] for c in res["claims"]] == ["inconclusive", "inconclusive", "reproduced"]
