@@ -149,6 +149,14 @@ def write_report(scale: str, out: Path, runs_dir: Path, all_recs: list[dict], pl
                                   "arm at its chosen LR"
                                   + (f"; diverged (non-finite loss; not counted): {', '.join(lost)}" if lost else "")},
               "lr_grid": lr_table(all_recs, plan)}
+    per_dom = {a: [r["fid_per_domain"] for r in recs if r["arm"] == a and r.get("fid_per_domain")] for a in arms_present}
+    k = max((len(v[0]) for v in per_dom.values() if v), default=0)
+    if k:   # the per-domain FID*: translations into each target domain against its real renders
+        tables["fid_per_domain"] = {
+            "columns": ["arm", "seeds", *(f"FID* into domain {d}" for d in range(k))],
+            "rows": [[TITLES[a], len(v), *(_ms([f[d] for f in v]) for d in range(k))] for a, v in per_dom.items() if v],
+            "caption": "per target domain, mean ± std over seeds, test identities, each arm at its chosen LR; features of "
+                       "the frozen domain classifier (non-standard, not comparable to Inception FID)"}
     if recs:
         curves_figure(recs, out / "curves.png")
     for r in recs:   # grid figures next to results (small only: committed)
