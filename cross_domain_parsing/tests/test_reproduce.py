@@ -222,3 +222,19 @@ def test_committed_small_results_are_rebuilt_from_runs_jsonl(tmp_path):
     assert all(f["ok"] for f in res["floors"]) and res["protocol"]["plan"]["bracketed"] is True
     assert {c["id"]: c["status"] for c in res["claims"]} == {"full_gain": "not reproduced", "ordering": "not reproduced",
                                                              "finetune_equivalent": "not reproduced"}
+
+
+def test_report_survives_a_target_without_full_runs(tmp_path):
+    """Claims on a target with no full run (smoke's one-target arms, or a lost arm) read "gain n/a" instead of
+    crashing the report (a regression the harness's smoke run caught)."""
+    from crossparse.report import write_report
+    from reprokit.config import from_dict
+
+    small = rp.MEMBER / "results" / "small"
+    res = load_results(small / "results.json")
+    records = [r for r in read_jsonl(small / "runs.jsonl") if not r["run"].startswith("full-runway")]
+    plan = rp.plan_summary(rp.PLANS["small"]["group"], records)
+    new = load_results(write_report("small", tmp_path, tmp_path / "runs", records, plan, from_dict(Cfg, res["config"]),
+                                    wall_time_s=1.0, render=False))
+    ev = next(c for c in new["claims"] if c["id"] == "full_gain")["evidence"]
+    assert "runway: gain n/a (per seed )" in ev and "indoor: gain +0.0099" in ev

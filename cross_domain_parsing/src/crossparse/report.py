@@ -89,6 +89,11 @@ def _ms(vals) -> str:
     return f"{100 * statistics.fmean(v):.1f} ± {100 * statistics.stdev(v):.1f}" if len(v) > 1 else f"{100 * v[0]:.1f}"
 
 
+def _gain(raw: list[float]) -> str:
+    """Mean paired gain, or n/a when no seed pairs (e.g. smoke: a target without a full run)."""
+    return f"{statistics.fmean(raw):+.4f}" if raw else "n/a"
+
+
 def _targets(recs) -> list[str]:
     seen = []
     for r in recs:
@@ -154,7 +159,7 @@ def _claims(recs, targets, floors, oracle_ok) -> list[dict]:
         {"id": "full_gain", "claim": "full - source-only >= +2 mIoU on at least 3 of the 4 targets",
          "paper_ref": "abstract (consistent gains); tables not transcribed", "status": gain_status,
          "evidence": f"{n_rep}/{len(gain_v)} targets; " + "; ".join(
-             f"{t}: gain {statistics.fmean(raw):+.4f} (per seed " + ", ".join(f"{x:+.4f}" for x in raw)
+             f"{t}: gain {_gain(raw)} (per seed " + ", ".join(f"{x:+.4f}" for x in raw)
              + f"); judged on gain minus {GAIN}: {v.text()}" for t, v, raw in gain_v)},
         {"id": "ordering", "claim": "oracle > full >= max(feature, label) > source-only, per target",
          "paper_ref": "notes §6.4 (pre-registered); tables not transcribed", "status": combine(s for _, s, _ in order_v),
