@@ -103,6 +103,12 @@ def test_config_mismatch_names_keys():
     with pytest.raises(CheckpointMismatch, match=r"model\.depth"):
         check_config_compatible({"model": {"depth": 2, "w": 4}}, {"model": {"depth": 3, "w": 4}})
     check_config_compatible({"model": {"depth": 2}, "lr": 1}, {"model": {"depth": 2}, "lr": 2})
+    # ignored names may differ or be missing on either side; every other key is still checked
+    check_config_compatible({"model": {"depth": 2}}, {"model": {"depth": 2, "eval": "a"}}, ignore=("model.eval",))
+    check_config_compatible({"model": {"depth": 2, "eval": "b"}}, {"model": {"depth": 2, "eval": "a"}}, ignore=("model.eval",))
+    with pytest.raises(CheckpointMismatch, match=r"model\.depth") as e:
+        check_config_compatible({"model": {"depth": 2, "eval": "b"}}, {"model": {"depth": 3}}, ignore=("model.eval",))
+    assert "model.eval" not in str(e.value)
 
 
 def test_empty_root(tmp_path):

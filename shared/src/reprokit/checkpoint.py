@@ -284,14 +284,18 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_config_compatible(saved: dict | None, current: dict, keys: tuple[str, ...] = ("model",)) -> None:
-    """Raise CheckpointMismatch naming every differing key under ``keys`` (e.g. the model config)."""
+def check_config_compatible(saved: dict | None, current: dict, keys: tuple[str, ...] = ("model",),
+                            ignore: tuple[str, ...] = ()) -> None:
+    """Raise CheckpointMismatch naming every differing key under ``keys`` (e.g. the model config).
+
+    ``ignore``: dotted names (``model.eval_norm``) that may differ or be missing on either side -- settings that
+    change no weight or buffer, e.g. inference-only switches added after a checkpoint was written."""
     if saved is None:
         raise CheckpointMismatch("checkpoint holds no config; cannot check it matches the current one")
     diffs = []
     for k in keys:
         a, b = _flatten(saved.get(k, {}), k + "."), _flatten(current.get(k, {}), k + ".")
-        for name in sorted(set(a) | set(b)):
+        for name in sorted((set(a) | set(b)) - set(ignore)):
             if a.get(name, "<missing>") != b.get(name, "<missing>"):
                 diffs.append(f"{name}: checkpoint={a.get(name, '<missing>')!r} current={b.get(name, '<missing>')!r}")
     if diffs:

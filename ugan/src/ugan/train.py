@@ -34,15 +34,7 @@ from .model import Discriminator, Generator
 CHECK_KEYS = ("model", "ugan")
 # inference-only settings: they change no weight or buffer, so a checkpoint is valid under any value
 # (``ugan evaluate --run R model.eval_norm=running`` re-evaluates R; checkpoints from before the key existed load)
-INFERENCE_ONLY = ("eval_norm",)
-
-
-def _trained_config(d: dict) -> dict:
-    """The config dict without the inference-only model keys: what a checkpoint must match."""
-    d = dict(d)
-    if isinstance(d.get("model"), dict):
-        d["model"] = {k: v for k, v in d["model"].items() if k not in INFERENCE_ONLY}
-    return d
+INFERENCE_ONLY = ("model.eval_norm",)
 
 
 def build(cfg: Cfg) -> nn.ModuleDict:
@@ -115,7 +107,7 @@ def train(cfg: Cfg, out_dir: str | Path) -> dict:
     start = 0
     ck = load_checkpoint(out / "ckpt") if tc.resume else None
     if ck is not None:
-        check_config_compatible(_trained_config(ck.config), _trained_config(to_dict(cfg)), keys=CHECK_KEYS)
+        check_config_compatible(ck.config, to_dict(cfg), keys=CHECK_KEYS, ignore=INFERENCE_ONLY)
         if not isinstance(ck.optimizer, dict) or set(ck.optimizer) != {"g", "d"}:
             raise CheckpointError(f"{ck.path}: optim.pt holds no G and D optimiser states; cannot resume")
         net.load_state_dict(ck.model)
@@ -206,7 +198,7 @@ def load_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     ck = load_checkpoint(run / "ckpt")
     if ck is None:
         raise CheckpointError(f"no checkpoint under {run / 'ckpt'}")
-    check_config_compatible(_trained_config(ck.config), _trained_config(to_dict(cfg)), keys=CHECK_KEYS)
+    check_config_compatible(ck.config, to_dict(cfg), keys=CHECK_KEYS, ignore=INFERENCE_ONLY)
     net = build(cfg)
     net.load_state_dict(ck.model)
     net.eval()
