@@ -87,3 +87,30 @@ def test_check_golden(tmp_path, monkeypatch):
         check_golden(p, [1.0, 2.1])
     with pytest.raises(AssertionError, match="golden file has 2"):
         check_golden(p, [1.0])
+
+
+def test_check_results_rebuilt_catches_a_hand_edited_table(tmp_path):
+    import json as _json
+
+    from reprokit.results import write_results
+    from reprokit.testing import check_results_rebuilt
+
+    def write(d, tables):
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "runs.jsonl").write_text(_json.dumps({"run": "a", "v": 1.0}) + "\n")
+        (d / "wall_time.json").write_text(_json.dumps({"invocations": [{"elapsed_s": 2.0}, {"elapsed_s": 3.0}]}))
+        return write_results(d / "results.json", paper="p", scale="small", arms={}, tables=tables, claims=[],
+                             floors=[], protocol={}, config={}, seeds=[0], wall_time_s=5.0)
+
+    def table(v):
+        return {"main": {"columns": ["run", "v"], "rows": [["a", v]], "caption": ""}}
+
+    def rebuild(records, res):
+        return write(tmp_path / "rebuilt", table(records[0]["v"]))
+
+    write(tmp_path / "small", table(1.0))
+    res, records = check_results_rebuilt(tmp_path / "small", rebuild)
+    assert res["wall_time_s"] == 5.0 and records == [{"run": "a", "v": 1.0}]
+    write(tmp_path / "small", table(2.0))                          # typed by hand: not what runs.jsonl gives
+    with pytest.raises(AssertionError, match="tables"):
+        check_results_rebuilt(tmp_path / "small", rebuild)

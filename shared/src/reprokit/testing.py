@@ -16,6 +16,7 @@ import torch
 
 __all__ = [
     "parabola_record",
+    "check_results_rebuilt",
     "check_stopped_reproduction_wall_time",
     "GOLDEN_ENV",
     "unshadow_package",
@@ -319,3 +320,27 @@ def check_stopped_reproduction_wall_time(reproduce_module: Any, fake_run_one: An
     assert [i.get("interrupted", False) for i in inv] == [True, False] and not inv[1]["from_scratch"]
     assert load_results(out / "results.json")["wall_time_s"] == pytest.approx(sum(i["elapsed_s"] for i in inv),
                                                                                abs=0.2)
+
+
+REBUILT_KEYS = ("arms", "tables", "claims", "floors", "seeds", "config", "wall_time_s")
+
+
+def check_results_rebuilt(results_dir: str | Path, rebuild: Any) -> tuple[dict, list[dict]]:
+    """Assert that a committed ``results.json`` is what its report code makes of the committed ``runs.jsonl``.
+
+    ``rebuild(records, res)`` writes a results.json from the records (``res``: the committed results, for the
+    config and wall time they store) somewhere else and returns its path. Every key of :data:`REBUILT_KEYS`
+    must come back equal. The committed wall time must be the sum of ``wall_time.json``'s invocations. Returns
+    ``(committed results, records)`` for the member's own checks (plan complete, verdicts)."""
+    from .results import load_results
+    from .runs import read_jsonl
+
+    d = Path(results_dir)
+    res = load_results(d / "results.json")
+    records = read_jsonl(d / "runs.jsonl")
+    new = load_results(rebuild(records, res))
+    for key in REBUILT_KEYS:
+        assert new[key] == res[key], f"{d / 'results.json'}: {key} is not what the report makes of runs.jsonl"
+    inv = json.loads((d / "wall_time.json").read_text())["invocations"]
+    assert math.isclose(res["wall_time_s"], sum(i["elapsed_s"] for i in inv), abs_tol=0.2), "wall time"
+    return res, records
